@@ -1,0 +1,1 @@
+"""The Pulumi program: cloud GPU/NPU fleets, the Kubernetes accelerator stack, serving and monitoring."""

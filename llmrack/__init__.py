@@ -1,0 +1,3 @@
+"""llmrack: one deployment description drives planning, provisioning, serving and validation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The `llmrack` command line: thin typer modules over the library, one per job."""

@@ -1,0 +1,49 @@
+"""Entry point: builds the typer app from the per-job modules and maps errors to exit codes.
+
+Exit codes: 0 success; 1 the command ran and found a problem (does not fit, a check failed,
+the scan gate refused); 2 the command could not run as asked (bad input, unknown name).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from llmrack import __version__
+from llmrack.cli import catalog_cmd, plan_cmd, spec_cmd
+from llmrack.cli.output import stderr
+from llmrack.errors import LlmrackError
+
+app = typer.Typer(
+    name="llmrack",
+    help="Plan, provision, serve and validate private LLM deployments on GPU/NPU racks and clouds.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("plan")(plan_cmd.plan)
+app.add_typer(spec_cmd.app, name="spec")
+app.add_typer(catalog_cmd.app, name="catalog")
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: bool = typer.Option(False, "--version", help="print the version and exit")) -> None:
+    if version:
+        print(__version__)
+        raise typer.Exit(0)
+
+
+def run() -> None:
+    """Console-script entry: a user mistake ends in one clear message and a non-zero exit, never a traceback.
+
+    typer/click handle their own usage errors (unknown option, bad choice: exit 2); errors from the
+    library arrive as LlmrackError and are printed here.
+    """
+    try:
+        app()
+    except LlmrackError as exc:
+        stderr.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,34 @@
+"""`llmrack spec check`: validate a deployment spec and show the plan it implies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from llmrack import catalog
+from llmrack.cli.output import emit_json, info
+from llmrack.cli.render import show_plan
+from llmrack.errors import EXIT_FAILURE
+from llmrack.plan import plan as make_plan
+from llmrack.spec import load_spec
+
+app = typer.Typer(help="Work with deployment specs.", no_args_is_help=True)
+
+
+@app.command("check")
+def check(
+    file: Path = typer.Argument(..., help="deployment spec (YAML)"),
+    as_json: bool = typer.Option(False, "--json", help="print the spec and its plan as JSON"),
+) -> None:
+    """Validate FILE and print the derived plan. Exit 0 valid and fits, 1 does not fit, 2 invalid."""
+    spec = load_spec(file)
+    result = make_plan(spec.plan_request(), catalog.accelerator(spec.accelerator))
+    if as_json:
+        emit_json({"spec": spec.model_dump(mode="json"), "plan": result.model_dump(mode="json")})
+    else:
+        info(f"{file}: valid deployment spec {spec.name!r} ({spec.environment.value})")
+        show_plan(result)
+    if not result.fits:
+        info(f"{file}: the deployment does not fit: {result.reason}")
+        raise typer.Exit(EXIT_FAILURE)

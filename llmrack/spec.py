@@ -1,0 +1,210 @@
+"""The deployment spec: one description of a deployment that every part of llmrack reads.
+
+It lives where each tool expects it (a YAML file, Pulumi stack config `llmrack:deployment`,
+Ansible group_vars `llmrack_deployment`) and is always parsed here, so a mistake is reported the
+same way everywhere, naming the key, the bad value and what is allowed, before anything is touched.
+"""
+
+from __future__ import annotations
+
+import difflib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from llmrack import catalog
+from llmrack.arch import ModelArch, load_config_file
+from llmrack.dtypes import KVCacheDType, WeightsDType
+from llmrack.errors import UsageError
+from llmrack.plan import DEFAULT_AMORTIZATION_YEARS, DEFAULT_MAX_NODES, DEFAULT_MEMORY_UTILIZATION, PlanRequest
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+class Environment(StrEnum):
+    lab = "lab"
+    dev = "dev"
+    staging = "staging"
+    prod = "prod"
+
+
+class SpecError(UsageError):
+    """A spec that does not validate; one line per problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    config: Path | None = Field(None, description="path to a Hugging Face config.json, relative to the spec file")
+    name: str | None = Field(None, description="catalog model name (llmrack catalog models), or a label with config")
+    source: str = Field(description="where the weights live: a local directory or a mirror URL")
+    served_name: str | None = Field(None, description="model name the API answers to; default: name")
+    weights_dtype: WeightsDType = WeightsDType.bf16
+    kv_cache_dtype: KVCacheDType = KVCacheDType.auto
+
+    @field_validator("name")
+    @classmethod
+    def _catalog_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # With a config.json the name is only a label; without one it must be a catalog model.
+        if value is not None and info.data.get("config") is None and value not in catalog.models():
+            raise ValueError(str(catalog.NotFoundError.for_name("model", value, catalog.models())))
+        return value
+
+    @model_validator(mode="after")
+    def _name_or_config(self) -> ModelSpec:
+        if self.config is None and self.name is None:
+            raise ValueError("give model.name (a catalog model) or model.config (a config.json path)")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.served_name or self.name or (self.config.parent.name if self.config else "model")
+
+
+class ServingSpec(_Strict):
+    max_model_len: int = Field(ge=16, le=1_048_576, description="longest prompt + completion, in tokens")
+    max_num_seqs: int = Field(ge=1, le=4096, description="sequences decoded together per replica")
+    replicas: int = Field(1, ge=1, le=1024)
+    tensor_parallel: Literal["auto"] | int = Field("auto", description="'auto' or a degree from 1 to 64")
+    memory_utilization: float = Field(DEFAULT_MEMORY_UTILIZATION, ge=0.1, le=0.99)
+    max_queue: int = Field(256, ge=0, description="requests waiting beyond max_num_seqs before 429")
+    port: int = Field(8000, ge=1, le=65535)
+
+
+    @field_validator("tensor_parallel", mode="before")
+    @classmethod
+    def _tp(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64):
+            return value
+        raise ValueError("must be 'auto' or an integer from 1 to 64")
+
+
+class ImagesSpec(_Strict):
+    allow_unscanned: bool | None = Field(
+        None, description="run images that no Clair scan has passed; default: only in lab and dev"
+    )
+
+
+class CostsSpec(_Strict):
+    accelerator_price_usd: float | None = Field(None, gt=0, description="overrides the catalog list price")
+    amortization_years: float = Field(DEFAULT_AMORTIZATION_YEARS, gt=0, le=10)
+
+
+class DeploymentSpec(_Strict):
+    name: str = Field(pattern=DNS_LABEL, description="DNS label: lower case letters, digits and '-'")
+    environment: Environment
+    model: ModelSpec
+    accelerator: str = Field(description="catalog accelerator name (llmrack catalog accelerators)")
+    nodes: int = Field(DEFAULT_MAX_NODES, ge=1, le=4096, description="nodes available to this deployment")
+    serving: ServingSpec
+    images: ImagesSpec = ImagesSpec()
+    costs: CostsSpec = CostsSpec()
+
+    @field_validator("accelerator")
+    @classmethod
+    def _known_accelerator(cls, value: str) -> str:
+        if value not in catalog.accelerators():
+            raise ValueError(str(catalog.NotFoundError.for_name("accelerator", value, catalog.accelerators())))
+        return value
+
+    @property
+    def unscanned_images_allowed(self) -> bool:
+        if self.images.allow_unscanned is not None:
+            return self.images.allow_unscanned
+        return self.environment in (Environment.lab, Environment.dev)
+
+    def arch(self) -> ModelArch:
+        if self.model.config is not None:
+            return load_config_file(self.model.config)
+        assert self.model.name is not None
+        return catalog.model(self.model.name).arch
+
+    def plan_request(self) -> PlanRequest:
+        prices = {}
+        if self.costs.accelerator_price_usd is not None:
+            prices[self.accelerator] = self.costs.accelerator_price_usd
+        tp = self.serving.tensor_parallel
+        return PlanRequest(
+            model_name=self.model.label,
+            arch=self.arch(),
+            context=self.serving.max_model_len,
+            concurrency=self.serving.max_num_seqs,
+            weights_dtype=self.model.weights_dtype,
+            kv_cache_dtype=self.model.kv_cache_dtype,
+            replicas=self.serving.replicas,
+            tensor_parallel=None if tp == "auto" else tp,
+            memory_utilization=self.serving.memory_utilization,
+            max_nodes=self.nodes,
+            amortization_years=self.costs.amortization_years,
+            prices_usd=prices,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+def _location(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith(("function-", "literal[", "constrained-int")))
+
+
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
+    model: type[BaseModel] = DeploymentSpec
+    for part in loc[:-1]:
+        ann = model.model_fields.get(str(part))
+        sub = getattr(ann, "annotation", None) if ann else None
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return []
+        model = sub
+    return list(model.model_fields)
+
+
+def _describe(err: Any) -> str:
+    loc = tuple(err["loc"])
+    where = _location(loc) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _fields_at(loc)
+        near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        return f"{where}: unknown key; {hint}allowed keys here: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"{where}: required key is missing"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if "input" in err and kind not in ("model_type", "dict_type"):
+        return f"{where}: {err['input']!r} is not valid: {message}"
+    return f"{where}: {message}"
+
+
+def parse_spec(data: Any, where: str, base_dir: Path | None = None) -> DeploymentSpec:
+    """Validate a spec given as a mapping; `where` names its origin in error messages."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: a deployment spec must be a mapping of keys, got {type(data).__name__}")
+    try:
+        spec = DeploymentSpec.model_validate(data)
+    except ValidationError as exc:
+        # Literal/union branches repeat one problem several times; keep one line per location.
+        lines: dict[str, str] = {}
+        for err in exc.errors():
+            lines.setdefault(_location(tuple(err["loc"])), _describe(err))
+        raise SpecError(f"{where}: invalid deployment spec:\n  " + "\n  ".join(lines.values())) from None
+    if spec.model.config is not None and base_dir is not None and not spec.model.config.is_absolute():
+        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"config": base_dir / spec.model.config})})
+    return spec
+
+
+def load_spec(path: Path) -> DeploymentSpec:
+    """Read and validate a spec file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read spec {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    return parse_spec(data, str(path), path.parent)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian 12 machine (as root) to run llmrack, its lab and its tests.
+# Idempotent: re-running only installs what is missing. Used by `make setup` and by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(python3 python3-venv python3-dev git make curl ca-certificates)
+
+need_apt=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing Debian packages ${need_apt[*]}; run as root or install them first" >&2
+    exit 2
+  fi
+  echo "setup: installing ${need_apt[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.llmrack-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+  .venv/bin/pip install -q --upgrade pip
+  # torch first and pinned: an open range would make pip resolve a multi-GB CUDA build on a CPU box.
+  .venv/bin/pip install -q "torch==${TORCH_VERSION:-2.13.0}"
+  .venv/bin/pip install -q -e ".[serving,dev]"
+  touch "$stamp"
+fi
+echo "setup: ready (.venv)" >&2
