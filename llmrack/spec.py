@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from llmrack import catalog
 from llmrack.arch import ModelArch, load_config_file
 from llmrack.dtypes import KVCacheDType, WeightsDType
-from llmrack.errors import UsageError
+from llmrack.errors import NotFoundError, UsageError
 from llmrack.plan import DEFAULT_AMORTIZATION_YEARS, DEFAULT_MAX_NODES, DEFAULT_MEMORY_UTILIZATION, PlanRequest
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -52,7 +52,7 @@ class ModelSpec(_Strict):
     def _catalog_name(cls, value: str | None, info: ValidationInfo) -> str | None:
         # With a config.json the name is only a label; without one it must be a catalog model.
         if value is not None and info.data.get("config") is None and value not in catalog.models():
-            raise ValueError(str(catalog.NotFoundError.for_name("model", value, catalog.models())))
+            raise ValueError(str(NotFoundError.for_name("model", value, catalog.models())))
         return value
 
     @model_validator(mode="after")
@@ -109,7 +109,7 @@ class DeploymentSpec(_Strict):
     @classmethod
     def _known_accelerator(cls, value: str) -> str:
         if value not in catalog.accelerators():
-            raise ValueError(str(catalog.NotFoundError.for_name("accelerator", value, catalog.accelerators())))
+            raise ValueError(str(NotFoundError.for_name("accelerator", value, catalog.accelerators())))
         return value
 
     @property

@@ -70,7 +70,7 @@ class Accelerator(BaseModel):
     @property
     def pcie_gbps(self) -> float:
         """One direction of the host link: ~2 GB/s per lane at Gen4 (16 GT/s, 128b/130b), doubling per gen."""
-        return 2.0 * 2 ** (self.pcie_gen - 4) * self.pcie_width * (128 / 130)
+        return float(2.0 * 2 ** (self.pcie_gen - 4) * self.pcie_width * (128 / 130))
 
     def uncertainty_note(self) -> str | None:
         if not self.uncertain:

@@ -25,7 +25,8 @@ def list_accelerators(as_json: bool = typer.Option(False, "--json")) -> None:
     for a in accs.values():
         def mark(field: str, text: str, a: catalog.Accelerator = a) -> str:
             return text + ("*" if field in a.uncertain else "")
-        table.add_row(a.name, a.product, f"{a.memory_bytes / catalog.GIB:.1f}", mark("bf16_tflops", f"{a.bf16_tflops:g}"),
+        table.add_row(a.name, a.product, f"{a.memory_bytes / catalog.GIB:.1f}",
+                      mark("bf16_tflops", f"{a.bf16_tflops:g}"),
                       f"{a.fp8_tflops:g}" if a.fp8_tflops else "-", mark("hbm_gbps", f"{a.hbm_gbps:g}"),
                       mark("interconnect_gbps", f"{a.interconnect.value} {a.interconnect_gbps:g}"),
                       str(a.devices_per_node), a.k8s_resource, mark("price_usd", f"{a.price_usd:,.0f}"))

@@ -53,7 +53,7 @@ def test_pcie_link_bandwidth():
 
 
 def test_unknown_name_suggests_nearest():
-    with pytest.raises(NotFoundError, match="did you mean .*a100-80g"):
+    with pytest.raises(NotFoundError, match=r"did you mean .*a100-80g"):
         catalog.accelerator("a100-80")
 
 

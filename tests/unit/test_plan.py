@@ -154,8 +154,9 @@ def test_comparison_sorted_by_cost_per_token_with_misfits_last():
 
 
 def test_plan_or_raise():
+    req = request("opt-175b", weights_dtype=WeightsDType.fp16, max_nodes=1)
     with pytest.raises(DoesNotFitError, match="does not fit on a100-40g"):
-        plan_or_raise(request("opt-175b", weights_dtype=WeightsDType.fp16, max_nodes=1), catalog.accelerator("a100-40g"))
+        plan_or_raise(req, catalog.accelerator("a100-40g"))
 
 
 @pytest.mark.parametrize(
