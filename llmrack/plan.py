@@ -383,14 +383,18 @@ def plan(req: PlanRequest, acc: Accelerator) -> Plan:
     largest = layouts[-1]
     mem = _memory(req, acc, largest, kv)
     gib = 1 / GIB
-    reason = (
-        f"even the largest layout tried (TP {largest.tp} x PP {largest.pp} = {largest.devices} x {acc.name}, "
-        f"max nodes {req.max_nodes}) leaves {mem.kv_cache_budget_bytes * gib:.1f} GiB per device for the KV cache "
-        f"after {mem.weights_bytes * gib:.1f} GiB of weights, {mem.runtime_overhead_bytes * gib:.1f} GiB runtime and "
-        f"{mem.activation_workspace_bytes * gib:.1f} GiB activations, and one sequence of {req.context} tokens needs "
-        f"{_kv_per_token_per_device(req, largest, kv) * req.context * gib:.2f} GiB: "
-        "use a smaller weight format, a shorter context, or allow more nodes"
-    )
+    tried = f"the largest layout tried (TP {largest.tp} x PP {largest.pp} = {largest.devices} x {acc.name}, " \
+            f"max nodes {req.max_nodes})"
+    fixed = (f"{mem.weights_bytes * gib:.1f} GiB of weights + {mem.runtime_overhead_bytes * gib:.1f} GiB runtime + "
+             f"{mem.activation_workspace_bytes * gib:.1f} GiB activations per device")
+    seq_gib = _kv_per_token_per_device(req, largest, kv) * req.context * gib
+    one_seq = f"one sequence of {req.context} tokens needs {seq_gib:.2f} GiB"
+    budget_gib = mem.kv_cache_budget_bytes * gib
+    if budget_gib < 0:
+        left = f"{fixed} exceed the {mem.usable_bytes * gib:.1f} GiB usable by {-budget_gib:.1f} GiB"
+    else:
+        left = f"{fixed} leave {budget_gib:.2f} GiB for the KV cache, and {one_seq}"
+    reason = f"on {tried}, {left}: use a smaller weight format, a shorter context, or allow more nodes"
     return _build(req, acc, largest, False, reason)
 
 

@@ -192,7 +192,31 @@ def parse_spec(data: Any, where: str, base_dir: Path | None = None) -> Deploymen
         raise SpecError(f"{where}: invalid deployment spec:\n  " + "\n  ".join(lines.values())) from None
     if spec.model.config is not None and base_dir is not None and not spec.model.config.is_absolute():
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"config": base_dir / spec.model.config})})
+    _check_against_model(spec, where)
     return spec
+
+
+def _check_against_model(spec: DeploymentSpec, where: str) -> None:
+    """Rules that need the model's architecture and the accelerator: checked here so that every tool
+    (spec check, Pulumi, Ansible) refuses the same spec with the same key named."""
+    try:
+        arch = spec.arch()
+    except UsageError as exc:
+        raise SpecError(f"{where}: invalid deployment spec:\n  model.config: {exc}") from None
+    tp = spec.serving.tensor_parallel
+    if tp == "auto":
+        return
+    problems = []
+    if problem := arch.tensor_parallel_problem(tp):
+        problems.append(f"serving.tensor_parallel: {tp} is not valid: {problem} of {spec.model.label}")
+    per_node = catalog.accelerator(spec.accelerator).devices_per_node
+    if tp > per_node:
+        problems.append(
+            f"serving.tensor_parallel: {tp} is not valid: tensor parallelism stays within one node and a "
+            f"{spec.accelerator} node has {per_node} devices (pipeline stages span nodes)"
+        )
+    if problems:
+        raise SpecError(f"{where}: invalid deployment spec:\n  " + "\n  ".join(problems))
 
 
 def load_spec(path: Path) -> DeploymentSpec:

@@ -106,3 +106,20 @@ def test_unreadable_and_malformed_files(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(SpecError, match="must be a mapping"):
         load_spec(bad)
+
+
+def test_tensor_parallel_must_divide_the_heads_and_stay_in_a_node():
+    with pytest.raises(SpecError, match=r"serving.tensor_parallel: 8 is not valid: tensor parallel 8 does not divide"
+                                        " the 28 attention heads of deepseek-r1-distill-qwen-7b"):
+        parse_spec(with_("serving.tensor_parallel", 8), "x")
+    data = with_("serving.tensor_parallel", 16)
+    data["model"]["name"] = "deepseek-r1"
+    with pytest.raises(SpecError, match="a h100 node has 8 devices"):
+        parse_spec(data, "x")
+
+
+def test_missing_model_config_file_names_the_key(tmp_path):
+    data = with_("model", {"config": "nope/config.json", "source": "/m"})
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match=r"model.config: cannot read model config"):
+        load_spec(tmp_path / "s.yaml")
