@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 python3-venv python3-dev git make curl ca-certificates)
+# Images (llmrack image build / scan tests): podman builds offline on a debootstrapped Debian base.
+APT_PACKAGES+=(podman buildah skopeo debootstrap runc)
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -30,7 +32,7 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   .venv/bin/pip install -q --upgrade pip
   # torch first and pinned: an open range would make pip resolve a multi-GB CUDA build on a CPU box.
   .venv/bin/pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-  .venv/bin/pip install -q -e ".[serving,dev]"
+  .venv/bin/pip install -q -e ".[serving,dev,infra]"
   touch "$stamp"
 fi
 echo "setup: ready (.venv)" >&2

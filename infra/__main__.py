@@ -1,0 +1,58 @@
+"""The llmrack Pulumi program: read the stack config, then wire the components. Nothing else lives here."""
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra import config
+from infra.components.accelerator_stack import AcceleratorStack
+from infra.components.aws_fleet import AwsFleet, AwsFleetArgs
+from infra.components.huaweicloud_fleet import HuaweiCloudFleet, HuaweiCloudFleetArgs
+from infra.components.monitoring import Monitoring
+from infra.components.serving import ServingStack
+from infra.components.static_fleet import StaticFleet
+from infra.wiring import component_args
+
+# Everything is read and checked, and every component's arguments validated, before the first resource.
+cfg = config.load(pulumi.Config(config.NAMESPACE), pulumi.get_stack())
+args = component_args(cfg)
+
+fleet = None
+if isinstance(args.fleet, AwsFleetArgs):
+    fleet = AwsFleet("fleet", args.fleet)
+elif isinstance(args.fleet, HuaweiCloudFleetArgs):
+    fleet = HuaweiCloudFleet("fleet", args.fleet)
+elif args.fleet is not None:
+    fleet = StaticFleet("fleet", args.fleet)
+
+kube = cfg.kubernetes
+if kube.source == "stack":
+    assert kube.stack is not None
+    cluster = pulumi.StackReference("cluster-stack", stack_name=kube.stack)
+    provider = k8s.Provider("cluster", kubeconfig=cluster.require_output(kube.output), context=kube.context)
+elif kube.source == "config":
+    provider = k8s.Provider("cluster", kubeconfig=cfg.kubeconfig, context=kube.context)
+else:
+    # The operator's KUBECONFIG, made explicit so every object goes to the same cluster and context.
+    provider = k8s.Provider("cluster", context=kube.context)
+on_cluster = pulumi.ResourceOptions(providers=[provider])
+
+accelerators = AcceleratorStack("accelerators", args.accelerator_stack, on_cluster)
+if args.monitoring is not None:
+    monitoring = Monitoring("monitoring", args.monitoring, on_cluster)
+serving = ServingStack("serving", args.serving, on_cluster)
+
+pulumi.export("plan", {
+    "accelerator": cfg.accelerator.name,
+    "tensorParallel": cfg.plan.tensor_parallel,
+    "replicas": cfg.plan.replicas,
+    "nodes": cfg.plan.nodes,
+    "accelerators": cfg.plan.count,
+    "k8sResource": cfg.accelerator.k8s_resource,
+})
+pulumi.export("namespace", cfg.serving.namespace)
+pulumi.export("service", serving.service_name)
+pulumi.export("image", cfg.image)
+pulumi.export("canary", {"image": cfg.canary.image, "sharePercent": serving.canary_share} if cfg.canary else None)
+if fleet is not None:
+    # `pulumi stack output --json | llmrack inventory from-stack - --out DIR` writes the Ansible inventory.
+    pulumi.export("inventory", fleet.inventory)

@@ -1,0 +1,69 @@
+"""The Ansible inventory every fleet exports (shape: notes/CONTRACTS.md, "Inventory").
+
+A fleet's hosts become `serving_nodes` children by vendor (nvidia_nodes, ascend_nodes, cpu_nodes);
+the first host also joins `monitoring`, which the Ansible monitoring role needs on a fleet without
+a separate monitoring machine. `llmrack inventory from-stack` writes it to `hosts.yml` and
+`group_vars/all/deployment.yml`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+VENDOR_GROUPS = {"nvidia": "nvidia_nodes", "huawei": "ascend_nodes", "cpu": "cpu_nodes"}
+
+
+@dataclass(frozen=True)
+class InventoryHost:
+    name: str
+    address: pulumi.Input[str]
+    ssh_user: str
+    ssh_port: int = 22
+
+
+def inventory_document(
+    hosts: list[tuple[str, str, str, int]], vendor: str, devices_per_node: int, serving_port: int,
+    deployment: dict[str, Any],
+) -> dict[str, Any]:
+    """hosts: (name, address, ssh user, ssh port) with resolved addresses."""
+    group = VENDOR_GROUPS[vendor]
+    host_vars = {
+        name: {
+            "ansible_host": address,
+            "ansible_user": user,
+            "ansible_port": port,
+            "llmrack_serving_url": f"http://{address}:{serving_port}",
+            "llmrack_accelerator_count": devices_per_node if vendor != "cpu" else 0,
+        }
+        for name, address, user, port in hosts
+    }
+    groups: dict[str, Any] = {g: {"hosts": {}} for g in VENDOR_GROUPS.values()}
+    groups[group] = {"hosts": host_vars}
+    first = hosts[0][0] if hosts else None
+    return {
+        "hosts": {
+            "all": {
+                "children": {
+                    "serving_nodes": {"children": groups},
+                    "monitoring": {"hosts": {first: {}} if first else {}},
+                }
+            }
+        },
+        "deployment": deployment,
+    }
+
+
+def inventory_output(
+    hosts: list[InventoryHost], vendor: str, devices_per_node: int, serving_port: int, deployment: dict[str, Any],
+) -> pulumi.Output[dict[str, Any]]:
+    """The inventory once the cloud has assigned every address."""
+    addresses = [pulumi.Output.from_input(h.address) for h in hosts]
+
+    def build(resolved: list[str]) -> dict[str, Any]:
+        rows = [(h.name, addr, h.ssh_user, h.ssh_port) for h, addr in zip(hosts, resolved, strict=True)]
+        return inventory_document(rows, vendor, devices_per_node, serving_port, deployment)
+
+    return pulumi.Output.all(*addresses).apply(lambda resolved: build(list(resolved)))

@@ -1,0 +1,326 @@
+"""Serving on Kubernetes: namespace, API-key Secret, model volume, stable and canary Deployments, Service,
+PodDisruptionBudget and a queue-driven autoscaler.
+
+Canary: a second Deployment on the new image behind the same Service. The Service balances over pods,
+so the canary's traffic share is its share of replicas (stable + canary = the plan's replicas). That
+needs nothing beyond core Kubernetes, and whole replicas are the real unit anyway: each holds TP
+accelerators, and there is rarely a spare one. Gateway API weights could split finer, but would add a
+gateway controller to every cluster for a precision the hardware cannot use. Promotion: set the stable
+image to the canary's and drop the canary key; rollback: drop the canary key (docs/pulumi.md).
+
+Autoscaler: an autoscaling/v2 HPA on the pods metric `llmrack_num_requests_waiting`, served to the
+HPA by prometheus-adapter (installed by the monitoring component) from the Prometheus that already
+scrapes the pods. KEDA would do the same with one more operator and its CRDs; the adapter reuses the
+monitoring stack, and the HPA stays a core object every cluster and `kubernetes-validate` knows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.components._args import check
+from infra.config import StackConfigError, canary_replicas, gate_decision, parse_image
+
+APP = "llmrack-serving"
+QUEUE_METRIC = "llmrack_num_requests_waiting"  # the serving layer's queue gauge (CONTRACTS.md)
+MODELS_ROOT = "/models"  # the image contract: the model is mounted at /models/<name>, read-only
+API_KEYS_DIR = "/etc/llmrack/api-keys"
+API_KEYS_FILE = "keys"
+DEVICES = {"nvidia": "cuda", "huawei": "npu"}
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "int8": "bfloat16"}  # int8: bf16 compute + --quantize int8
+DRAIN_TIMEOUT_S = 30  # the server finishes in-flight requests this long after SIGTERM
+
+
+@dataclass
+class ModelVolume:
+    kind: str  # pvc | hostPath
+    path: str | None = None
+    claim_name: str | None = None
+    storage_class: str | None = None
+    size_gib: int = 200
+
+
+@dataclass
+class ServingArgs:
+    deployment_name: str
+    environment: str
+    namespace: str
+    image: str
+    api_keys: pulumi.Input[list[str]]
+    served_model_name: str
+    model_dir: str
+    model_volume: ModelVolume
+    vendor: str
+    k8s_resource: str
+    tensor_parallel: int
+    replicas: int
+    weights_dtype: str
+    max_model_len: int
+    max_num_seqs: int
+    max_queue: int
+    port: int
+    scan_results_dir: Path
+    allow_unscanned: bool
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, str]] = field(default_factory=list)
+    canary_image: str | None = None
+    canary_weight: int | None = None
+    service_type: str = "ClusterIP"
+    allowlist: list[str] = field(default_factory=list)
+    autoscaling: bool = False
+    max_replicas: int | None = None
+    target_waiting_per_pod: float = 4
+    startup_timeout_s: int = 1800
+    run_as_user: int = 10001
+
+    def validate(self) -> None:
+        check(self.vendor in DEVICES, "ServingArgs.vendor", self.vendor, f"must be one of {', '.join(DEVICES)}")
+        check(self.weights_dtype in DTYPES, "ServingArgs.weights_dtype", self.weights_dtype,
+              f"the serving layer runs {', '.join(DTYPES)} weights")
+        check(self.tensor_parallel >= 1, "ServingArgs.tensor_parallel", self.tensor_parallel, "must be >= 1")
+        check(self.model_volume.kind in ("pvc", "hostPath"), "ServingArgs.model_volume.kind", self.model_volume.kind,
+              "must be pvc or hostPath")
+        check(self.service_type in ("ClusterIP", "LoadBalancer"), "ServingArgs.service_type", self.service_type,
+              "must be ClusterIP or LoadBalancer")
+        check(self.service_type != "LoadBalancer" or bool(self.allowlist), "ServingArgs.allowlist", self.allowlist,
+              "a LoadBalancer needs CIDRs to allow")
+        check(not self.autoscaling or (self.max_replicas or 0) >= self.stable_replicas, "ServingArgs.max_replicas",
+              self.max_replicas, f"must be at least the stable replicas ({self.stable_replicas})")
+        images = [("ServingArgs.image", self.image)]
+        if self.canary_image is not None:
+            check(self.canary_weight is not None, "ServingArgs.canary_weight", None, "required with a canary image")
+            images.append(("ServingArgs.canary_image", self.canary_image))
+        for key, ref in images:
+            _, digest = parse_image(ref, key)
+            ok, reason = gate_decision(digest, self.scan_results_dir, self.allow_unscanned)
+            if not ok:
+                raise StackConfigError(f"{key}: {ref}: scan gate: {reason}")
+
+    @property
+    def split(self) -> tuple[int, int]:
+        if self.canary_image is None or self.canary_weight is None:
+            return self.replicas, 0
+        return canary_replicas(self.replicas, self.canary_weight)
+
+    @property
+    def stable_replicas(self) -> int:
+        return self.split[0]
+
+
+class ServingStack(pulumi.ComponentResource):
+    service_name: pulumi.Output[str]
+    canary_share: float
+
+    def __init__(self, name: str, args: ServingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        args.validate()
+        super().__init__("llmrack:serving:ServingStack", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.args = args
+        base_labels = {
+            "app.kubernetes.io/name": APP,
+            "app.kubernetes.io/instance": args.deployment_name,
+            "app.kubernetes.io/part-of": "llmrack",
+            "app.kubernetes.io/component": "serving",
+            "llmrack.io/environment": args.environment,
+        }
+        selector = {k: base_labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+
+        hostpath = args.model_volume.kind == "hostPath"
+        ns = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata={"name": args.namespace, "labels": {
+                **base_labels,
+                # `restricted` forbids hostPath volumes; a hostPath model volume needs `baseline`.
+                "pod-security.kubernetes.io/enforce": "baseline" if hostpath else "restricted",
+            }},
+            opts=child,
+        )
+        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+        namespace = ns.metadata["name"]
+
+        secret = k8s.core.v1.Secret(
+            f"{name}-api-keys",
+            metadata={"namespace": namespace, "labels": base_labels},
+            type="Opaque",
+            # One key per line: the file `llmrack serve --api-key-file` reads.
+            string_data={API_KEYS_FILE: pulumi.Output.secret(args.api_keys).apply(lambda keys: "\n".join(keys) + "\n")},
+            opts=in_ns,
+        )
+        model_source = self._model_volume(name, args, namespace, base_labels, in_ns)
+
+        stable, canary = args.split
+        total = stable + canary
+        self.canary_share = round(100 * canary / total, 1)
+        stable_dep = self._deployment(f"{name}-stable", args, "stable", args.image, stable, base_labels, namespace,
+                                      secret, model_source, in_ns)
+        outputs: dict[str, Any] = {
+            "namespace": namespace,
+            "stableDeployment": stable_dep.metadata["name"],
+            "stableReplicas": stable,
+            "canaryReplicas": canary,
+            "canarySharePercent": self.canary_share,
+        }
+        if canary:
+            assert args.canary_image is not None
+            canary_dep = self._deployment(f"{name}-canary", args, "canary", args.canary_image, canary, base_labels,
+                                          namespace, secret, model_source, in_ns)
+            outputs["canaryDeployment"] = canary_dep.metadata["name"]
+
+        service_spec: dict[str, Any] = {
+            "type": args.service_type,
+            "selector": selector,  # both tracks: the canary's share of pods is its share of traffic
+            "ports": [{"name": "http", "port": args.port, "targetPort": "http", "protocol": "TCP"}],
+        }
+        if args.service_type == "LoadBalancer":
+            service_spec["loadBalancerSourceRanges"] = args.allowlist
+        service = k8s.core.v1.Service(
+            f"{name}-service", metadata={"namespace": namespace, "labels": base_labels}, spec=service_spec, opts=in_ns
+        )
+        # One replica down at a time, whether a node drains or a rollout replaces a pod: the same budget
+        # the rollout strategy uses, so a drain never stalls a rollout or the other way round.
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata={"namespace": namespace, "labels": base_labels},
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+            opts=in_ns,
+        )
+        if args.autoscaling:
+            self._autoscaler(name, args, stable, stable_dep, namespace, base_labels, in_ns)
+        self.service_name = service.metadata["name"]
+        outputs["service"] = self.service_name
+        self.register_outputs(outputs)
+
+    def _model_volume(self, name: str, args: ServingArgs, namespace: Any, labels: dict[str, str],
+                      opts: pulumi.ResourceOptions) -> dict[str, Any]:
+        vol = args.model_volume
+        if vol.kind == "hostPath":
+            return {"hostPath": {"path": vol.path, "type": "Directory"}}
+        if vol.claim_name:
+            return {"persistentVolumeClaim": {"claimName": vol.claim_name, "readOnly": True}}
+        claim = k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-models",
+            metadata={"namespace": namespace, "labels": labels},
+            spec={
+                # Every replica, on any node, mounts the same weights; the pods mount them read-only.
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": vol.storage_class,
+                "resources": {"requests": {"storage": f"{vol.size_gib}Gi"}},
+            },
+            # Weights take hours to copy in; a stack teardown or a replace must not throw them away.
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=True)),
+        )
+        return {"persistentVolumeClaim": {"claimName": claim.metadata["name"], "readOnly": True}}
+
+    def _deployment(self, res_name: str, args: ServingArgs, track: str, image: str, replicas: int,
+                    base_labels: dict[str, str], namespace: Any, secret: Any, model_source: dict[str, Any],
+                    opts: pulumi.ResourceOptions) -> Any:
+        labels = {**base_labels, "llmrack.io/track": track}
+        model_path = f"{MODELS_ROOT}/{args.model_dir}"
+        command_args = [
+            "--model", model_path, "--served-model-name", args.served_model_name,
+            "--host", "0.0.0.0", "--port", str(args.port), "--device", DEVICES[args.vendor],
+            "--dtype", DTYPES[args.weights_dtype], "--max-num-seqs", str(args.max_num_seqs),
+            "--max-model-len", str(args.max_model_len), "--max-queue", str(args.max_queue),
+            "--api-key-file", f"{API_KEYS_DIR}/{API_KEYS_FILE}", "--drain-timeout", str(DRAIN_TIMEOUT_S),
+        ]
+        if args.weights_dtype == "int8":
+            command_args += ["--quantize", "int8"]
+        mounts = [
+            {"name": "models", "mountPath": model_path, "readOnly": True},
+            {"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},  # the root filesystem is read-only; caches go here
+        ]
+        volumes: list[dict[str, Any]] = [
+            {"name": "models", **model_source},
+            {"name": "api-keys", "secret": {"secretName": secret.metadata["name"], "defaultMode": 0o440}},
+            {"name": "tmp", "emptyDir": {}},
+        ]
+        if args.tensor_parallel > 1:
+            # NCCL/HCCL pass tensors between ranks through shared memory; the runtime's default 64 MiB
+            # /dev/shm makes multi-device serving fail or crawl.
+            mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+            volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+        http = {"port": "http"}
+        container = {
+            "name": "serving",
+            "image": image,
+            "args": command_args,
+            "ports": [{"name": "http", "containerPort": args.port, "protocol": "TCP"}],
+            "env": [{"name": "HOME", "value": "/tmp"}],
+            # Extended resources are requested through limits; the plan's TP degree is the device count.
+            "resources": {"limits": {args.k8s_resource: str(args.tensor_parallel)}},
+            # Loading weights takes minutes: the startup probe holds liveness off until /health answers once.
+            "startupProbe": {"httpGet": {**http, "path": "/health"}, "periodSeconds": 10,
+                             "failureThreshold": max(1, args.startup_timeout_s // 10)},
+            "readinessProbe": {"httpGet": {**http, "path": "/ready"}, "periodSeconds": 5, "failureThreshold": 3},
+            "livenessProbe": {"httpGet": {**http, "path": "/health"}, "periodSeconds": 10, "timeoutSeconds": 5,
+                              "failureThreshold": 3},
+            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+            "volumeMounts": mounts,
+        }
+        extra: list[str] = []
+        if args.autoscaling and track == "stable":
+            # The HPA owns the replica count once it exists; Pulumi sets only the first value.
+            extra.append("spec.replicas")
+        return k8s.apps.v1.Deployment(
+            res_name,
+            metadata={"namespace": namespace, "labels": labels},
+            spec={
+                "replicas": replicas,
+                # Rollback targets: `kubectl rollout undo` needs the old ReplicaSets kept.
+                "revisionHistoryLimit": 5,
+                # No spare accelerators: a surge pod would wait forever for devices and the rollout would
+                # deadlock. Replace in place, one replica at a time.
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+                "selector": {"matchLabels": {k: labels[k] for k in (
+                    "app.kubernetes.io/name", "app.kubernetes.io/instance", "llmrack.io/track")}},
+                "template": {
+                    "metadata": {"labels": labels, "annotations": {
+                        "prometheus.io/scrape": "true", "prometheus.io/port": str(args.port),
+                        "prometheus.io/path": "/metrics"}},
+                    "spec": {
+                        "nodeSelector": args.node_selector,
+                        "tolerations": args.tolerations,
+                        "terminationGracePeriodSeconds": DRAIN_TIMEOUT_S + 15,
+                        "automountServiceAccountToken": False,
+                        "securityContext": {"runAsNonRoot": True, "runAsUser": args.run_as_user,
+                                            "runAsGroup": args.run_as_user, "fsGroup": args.run_as_user,
+                                            "seccompProfile": {"type": "RuntimeDefault"}},
+                        "containers": [container],
+                        "volumes": volumes,
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(ignore_changes=extra)),
+        )
+
+    def _autoscaler(self, name: str, args: ServingArgs, stable: int, target: Any, namespace: Any,
+                    labels: dict[str, str], opts: pulumi.ResourceOptions) -> None:
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-hpa",
+            metadata={"namespace": namespace, "labels": labels},
+            spec={
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target.metadata["name"]},
+                "minReplicas": stable,
+                "maxReplicas": args.max_replicas,
+                "metrics": [{
+                    "type": "Pods",
+                    "pods": {"metric": {"name": QUEUE_METRIC},
+                             "target": {"type": "AverageValue", "averageValue": f"{args.target_waiting_per_pod:g}"}},
+                }],
+                "behavior": {
+                    # A new replica loads weights for minutes: scale down slowly so load spikes do not flap.
+                    "scaleDown": {"stabilizationWindowSeconds": 900,
+                                  "policies": [{"type": "Pods", "value": 1, "periodSeconds": 300}]},
+                    "scaleUp": {"stabilizationWindowSeconds": 60,
+                                "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}]},
+                },
+            },
+            opts=opts,
+        )
