@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(python3 python3-venv python3-dev git make curl ca-certificates)
 # Images (llmrack image build / scan tests): podman builds offline on a debootstrapped Debian base.
 APT_PACKAGES+=(podman buildah skopeo debootstrap runc)
+APT_PACKAGES+=(chromium)  # headless browser: the validation report test looks at report.html
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do

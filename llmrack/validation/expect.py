@@ -1,0 +1,170 @@
+"""What a node SHOULD be: from the deployment spec, the catalog and the inventory, never from the node.
+
+Inventory variables read (host or group vars; see docs/validation.md):
+  groups nvidia_nodes / ascend_nodes / cpu_nodes   the node's kind
+  llmrack_deployment          the deployment spec (parsed with llmrack.spec.parse_spec)
+  llmrack_accelerator         catalog accelerator of this node (default: the spec's `accelerator`)
+  llmrack_accelerator_count   devices expected on the node (default: the catalog's devices_per_node)
+  llmrack_serving_url         the node's serving endpoint as reachable from the control machine
+  serving_api_keys            API keys (list; Ansible Vault values are decrypted with the inventory's vault password)
+  nvidia_driver_version       the pinned NVIDIA driver (also the Fabric Manager version on NVSwitch systems)
+  ascend_driver_version, ascend_firmware_version, ascend_cann_version   the pinned Ascend stack
+  common_sysctl               {key: value} the common role sets
+  common_kernel_cmdline       ["param=value" | "flag"] the common role puts on the kernel command line
+  llmrack_validation_python   the node's Python with torch, for the probes (default: python3)
+  llmrack_validation_services units that must be enabled and active (default: by node kind)
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from llmrack import catalog
+from llmrack.catalog import Accelerator, Vendor
+from llmrack.errors import UsageError
+from llmrack.spec import DeploymentSpec, parse_spec
+
+
+class NodeKind(StrEnum):
+    nvidia = "nvidia"
+    ascend = "ascend"
+    cpu = "cpu"
+
+
+KIND_GROUPS = {"nvidia_nodes": NodeKind.nvidia, "ascend_nodes": NodeKind.ascend, "cpu_nodes": NodeKind.cpu}
+VENDOR_KIND = {Vendor.nvidia: NodeKind.nvidia, Vendor.huawei: NodeKind.ascend}
+
+
+@dataclass(frozen=True)
+class Expectations:
+    host: str
+    kind: NodeKind
+    accelerator: Accelerator | None
+    count: int
+    spec: DeploymentSpec | None
+    vars: dict[str, Any] = field(default_factory=dict)
+    serving_url: str | None = None
+    api_keys: tuple[str, ...] = ()
+    python: str = "python3"
+
+    @property
+    def device_label(self) -> str:
+        return {NodeKind.nvidia: "gpu", NodeKind.ascend: "npu"}.get(self.kind, "cpu")
+
+    def var(self, name: str, default: Any = None) -> Any:
+        return self.vars.get(name, default)
+
+    def services(self) -> list[str]:
+        explicit = self.vars.get("llmrack_validation_services")
+        if explicit is not None:
+            return [str(s) for s in explicit]
+        units = ["containerd"]
+        if self.serving_url or "serving_nodes" in self.vars.get("group_names", []):
+            units.append("llmrack-serving")
+        if self.kind is NodeKind.nvidia:
+            units.append("nvidia-persistenced")
+            if self.accelerator is not None and self.accelerator.nvswitch:
+                units.append("nvidia-fabricmanager")
+        return units
+
+
+def _kind_from_groups(groups: list[str]) -> NodeKind | None:
+    for group, kind in KIND_GROUPS.items():
+        if group in groups:
+            return kind
+    return None
+
+
+def build(
+    host: str,
+    hostvars: dict[str, Any],
+    spec: DeploymentSpec | None = None,
+    kind: NodeKind | None = None,
+    where: str = "inventory",
+) -> Expectations:
+    """Expectations for one host from its (merged) inventory variables; `spec`/`kind` override them."""
+    if spec is None and hostvars.get("llmrack_deployment") is not None:
+        spec = parse_spec(hostvars["llmrack_deployment"], f"{where}: llmrack_deployment (host {host})")
+    if kind is None:
+        kind = _kind_from_groups(list(hostvars.get("group_names", []))) or NodeKind.cpu
+    acc: Accelerator | None = None
+    if kind is not NodeKind.cpu:
+        name = hostvars.get("llmrack_accelerator") or (spec.accelerator if spec else None)
+        if not name:
+            raise UsageError(
+                f"{where}: host {host} is an {kind} node but neither llmrack_accelerator nor a deployment "
+                "spec (llmrack_deployment / --spec) names its accelerator"
+            )
+        acc = catalog.accelerator(str(name))
+        if VENDOR_KIND[acc.vendor] is not kind:
+            raise UsageError(
+                f"{where}: host {host} is in the {kind} group but its accelerator {acc.name} is {acc.vendor}"
+            )
+    count = int(hostvars.get("llmrack_accelerator_count") or (acc.devices_per_node if acc else 0))
+    keys = hostvars.get("serving_api_keys") or []
+    if isinstance(keys, str):
+        keys = [keys]
+    return Expectations(
+        host=host,
+        kind=kind,
+        accelerator=acc,
+        count=count,
+        spec=spec,
+        vars=hostvars,
+        serving_url=hostvars.get("llmrack_serving_url"),
+        api_keys=tuple(str(k) for k in keys),
+        python=str(hostvars.get("llmrack_validation_python") or "python3"),
+    )
+
+
+def reveal_vault(value: Any, inventory: Path | None) -> Any:
+    """Decrypt Ansible Vault values that `ansible-inventory --list` leaves as {"__ansible_vault": ...}, using the
+    vault password file from ANSIBLE_VAULT_PASSWORD_FILE or the ansible.cfg next to the inventory."""
+    if isinstance(value, list):
+        return [reveal_vault(v, inventory) for v in value]
+    if isinstance(value, dict) and "__ansible_vault" in value:
+        return _decrypt(str(value["__ansible_vault"]), inventory)
+    if isinstance(value, str) and value.startswith("$ANSIBLE_VAULT;"):
+        return _decrypt(value, inventory)
+    return value
+
+
+def _vault_password_file(inventory: Path | None) -> Path | None:
+    env = os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE")
+    if env:
+        return Path(env)
+    candidates = []
+    if inventory is not None:
+        base = inventory if inventory.is_dir() else inventory.parent
+        candidates = [base / "ansible.cfg", base.parent / "ansible.cfg"]
+    if os.environ.get("ANSIBLE_CONFIG"):
+        candidates.insert(0, Path(os.environ["ANSIBLE_CONFIG"]))
+    for cfg in candidates:
+        if cfg.is_file():
+            parser = configparser.ConfigParser()
+            parser.read(cfg)
+            value = parser.get("defaults", "vault_password_file", fallback=None)
+            if value:
+                path = Path(value).expanduser()
+                return path if path.is_absolute() else cfg.parent / path
+    return None
+
+
+def _decrypt(ciphertext: str, inventory: Path | None) -> str:
+    # Imported here: only inventories with vaulted keys need ansible's (slow to import) library.
+    from ansible.parsing.vault import VaultLib, VaultSecret  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    pw_file = _vault_password_file(inventory)
+    if pw_file is None or not pw_file.is_file():
+        raise UsageError(
+            "serving_api_keys is vault-encrypted but no vault password file was found "
+            "(set ANSIBLE_VAULT_PASSWORD_FILE or vault_password_file in the inventory's ansible.cfg)"
+        )
+    secret = VaultSecret(pw_file.read_bytes().strip())
+    plain: bytes = VaultLib([("default", secret)]).decrypt(ciphertext.strip())
+    return plain.decode()

@@ -1,0 +1,117 @@
+"""report.json (schema `llmrack-validation-report/1`, documented in docs/validation.md) and report.html
+(one table per node, failures first). junit.xml is pytest's own, with the same fields as test properties."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, select_autoescape
+
+SCHEMA = "llmrack-validation-report/1"
+STATUSES = ("fail", "error", "skip", "pass")  # the order rows appear in: what needs a person first
+
+
+@dataclass
+class Record:
+    check: str
+    node: str | None
+    device: str | None
+    status: str
+    measured: Any = None
+    threshold: str | None = None
+    unit: str | None = None
+    detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def id(self) -> str:
+        params = "-".join(p for p in (self.node, self.device) if p)
+        return f"{self.check}[{params}]" if params else self.check
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        return cls(
+            check=str(data.get("check")), node=data.get("node"), device=data.get("device"),
+            status=str(data.get("status")), measured=data.get("measured"), threshold=data.get("threshold"),
+            unit=data.get("unit"), detail=data.get("detail") or "", data=data.get("data") or {},
+            seconds=float(data.get("seconds") or 0.0),
+        )
+
+
+def exit_code(records: list[Record]) -> int:
+    return 1 if any(r.status in ("fail", "error") for r in records) else 0
+
+
+def build(records: list[Record], meta: dict[str, Any]) -> dict[str, Any]:
+    nodes: dict[str, Any] = {name: dict(info) for name, info in meta.get("nodes", {}).items()}
+    for name, info in nodes.items():
+        info["summary"] = dict(Counter(r.status for r in records if r.node == name))
+        info["gather_seconds"] = meta.get("gather_seconds", {}).get(name)
+    summary = {s: sum(1 for r in records if r.status == s) for s in STATUSES}
+    return {
+        "schema": SCHEMA,
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "level": meta.get("level"),
+        "seconds": meta.get("seconds"),
+        "summary": {**summary, "nodes": len(nodes), "exit_code": exit_code(records)},
+        "nodes": nodes,
+        "checks": [{"id": r.id, **asdict(r)} for r in sorted(records, key=_order)],
+    }
+
+
+def _order(r: Record) -> tuple[str, int, str]:
+    return (r.node or "", STATUSES.index(r.status) if r.status in STATUSES else 0, r.id)
+
+
+_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>llmrack validation: {{ overall }}</title>
+<style>
+body { font-family: sans-serif; margin: 1.5em; }
+table { border-collapse: collapse; margin-bottom: 2em; width: 100%; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
+td.status { font-weight: bold; }
+tr.fail td.status, tr.error td.status { color: #fff; background: #c0392b; }
+tr.skip td.status { background: #f1c40f; }
+tr.pass td.status { background: #27ae60; color: #fff; }
+</style></head><body>
+<h1 id="overall">llmrack validation: {{ overall }}</h1>
+<p id="summary">level {{ report.level }}; {{ report.summary.nodes }} node(s);
+{% for s in statuses %}{{ report.summary[s] }} {{ s }}{% if not loop.last %}, {% endif %}{% endfor %};
+{{ report.seconds }} s; generated {{ report.generated_at }}</p>
+{% for name, info in report.nodes.items() %}
+<h2 id="node-{{ name }}">{{ name }}: {{ info.kind }}{% if info.accelerator %} ({{ info.expected_devices }} x
+{{ info.accelerator }}){% endif %}</h2>
+<p class="facts">{{ info.source }} evidence{% if info.uname %}: {{ info.uname }}{% endif %}
+{% if info.gather_error %}<br><strong>could not read the node: {{ info.gather_error }}</strong>{% endif %}</p>
+<table class="node" data-node="{{ name }}">
+<thead><tr><th>check</th><th>device</th><th>status</th><th>measured</th><th>threshold</th><th>unit</th>
+<th>detail</th></tr></thead><tbody>
+{% for c in report.checks if c.node == name %}
+<tr class="{{ c.status }}" data-check="{{ c.id }}"><td>{{ c.check }}</td><td>{{ c.device or "" }}</td>
+<td class="status">{{ c.status }}</td><td>{{ "" if c.measured is none else c.measured }}</td>
+<td>{{ c.threshold or "" }}</td><td>{{ c.unit or "" }}</td><td>{{ c.detail }}</td></tr>
+{% endfor %}
+</tbody></table>
+{% endfor %}
+</body></html>
+"""
+
+
+def render_html(report: dict[str, Any]) -> str:
+    env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
+    overall = "FAILED" if report["summary"]["exit_code"] else "PASSED"
+    return env.from_string(_HTML).render(report=report, statuses=STATUSES, overall=overall)
+
+
+def write_reports(out: Path, records: list[Record], meta: dict[str, Any]) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    report = build(records, meta)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / "report.html").write_text(render_html(report))
+    return report

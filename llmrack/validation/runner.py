@@ -1,0 +1,137 @@
+"""What `llmrack validate` calls: run the shipped suite through pytest.main, collect and load evidence dumps.
+
+Exit codes: 0 every check passed (or skipped with a reason); 1 a check failed or could not measure (error);
+2 the suite could not run (bad inventory, spec or options; nothing to check).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import testinfra  # type: ignore[import-untyped]
+from testinfra.utils.ansible_runner import AnsibleRunner  # type: ignore[import-untyped]
+
+from llmrack.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
+from llmrack.validation.evidence import Evidence, GatherError, gather
+
+
+class Level(StrEnum):
+    quick = "quick"
+    standard = "standard"
+    full = "full"
+
+
+@dataclass
+class RunOptions:
+    inventory: Path | None = None
+    limit: str = "all"
+    local: bool = False
+    dumps: list[Path] = field(default_factory=list)
+    level: Level = Level.quick
+    report: Path | None = None
+    spec: Path | None = None
+    kind: str | None = None
+    serving_url: str | None = None
+    api_key_file: Path | None = None
+    verbose: bool = False
+    pytest_args: list[str] = field(default_factory=list)
+
+
+def suite_dir() -> Path:
+    return Path(str(resources.files("llmrack.validation.suite")))
+
+
+def _ansible_on_path() -> None:
+    # testinfra runs `ansible-inventory` from PATH; a venv's console script is not on PATH unless activated.
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+
+def pytest_args(opts: RunOptions) -> list[str]:
+    """The pytest command line `llmrack validate` runs (also printed by --verbose, to rerun by hand)."""
+    suite = suite_dir()
+    args = [
+        "-p", "llmrack.validation.plugin",
+        f"--rootdir={suite}", f"--confcutdir={suite}", f"--config-file={suite / 'pytest.ini'}",
+        f"--llmrack-level={opts.level.value}", "-rfE", "--tb=line" if not opts.verbose else "--tb=short",
+    ]
+    modes = sum([opts.local, bool(opts.dumps), opts.inventory is not None and not opts.dumps])
+    if modes != 1:
+        raise UsageError("give exactly one of --inventory INV, --local or dumps to analyze")
+    if opts.local:
+        args.append("--llmrack-local")
+    for dump in opts.dumps:
+        args.append(f"--llmrack-dump={dump}")
+    if opts.inventory is not None:
+        if not opts.inventory.exists():
+            raise UsageError(f"inventory {opts.inventory} does not exist")
+        args.append(f"--ansible-inventory={opts.inventory}")
+        if not opts.dumps:
+            args.append(f"--hosts=ansible://{opts.limit}")
+    if opts.report is not None:
+        args.append(f"--llmrack-report={opts.report}")
+    if opts.spec is not None:
+        args.append(f"--llmrack-spec={opts.spec}")
+    if opts.kind:
+        args.append(f"--llmrack-kind={opts.kind}")
+    if opts.serving_url:
+        args.append(f"--llmrack-serving-url={opts.serving_url}")
+    if opts.api_key_file:
+        args.append(f"--llmrack-api-key-file={opts.api_key_file}")
+    if not opts.verbose:
+        args.append("-q")
+    return [*args, *opts.pytest_args, "--pyargs", "llmrack.validation.suite"]
+
+
+def run(opts: RunOptions) -> int:
+    args = pytest_args(opts)
+    _ansible_on_path()
+    code = int(pytest.main(args))
+    if code == int(pytest.ExitCode.OK):
+        return EXIT_OK
+    if code == int(pytest.ExitCode.TESTS_FAILED):
+        return EXIT_FAILURE
+    return EXIT_USAGE
+
+
+def collect(out: Path, level: Level, local: bool, inventory: Path | None, limit: str, python: str | None) -> list[Path]:
+    """Write each selected node's raw evidence to `out` (a directory or .tar.gz for one node; a directory with
+    one <host>.tar.gz per node for several)."""
+    _ansible_on_path()
+    if local == (inventory is not None):
+        raise UsageError("give exactly one of --local or --inventory INV")
+    targets: list[tuple[str, object, str]] = []
+    if local:
+        targets.append((socket.gethostname(), testinfra.get_host("local://"), python or sys.executable))
+    else:
+        assert inventory is not None
+        runner = AnsibleRunner.get_runner(str(inventory))
+        for host in testinfra.get_hosts([f"ansible://{limit}"], ansible_inventory=str(inventory)):
+            name = host.backend.get_hostname()
+            node_python = python or str(runner.get_variables(name).get("llmrack_validation_python") or "python3")
+            targets.append((name, host, node_python))
+    if not targets:
+        raise UsageError(f"no host in {inventory} matches {limit!r}")
+    if len(targets) > 1 and out.name.endswith((".tar.gz", ".tgz")):
+        raise UsageError(f"{len(targets)} hosts selected: give a directory for --out (one archive per host)")
+    written = []
+    for name, host, node_python in targets:
+        try:
+            ev = gather(host, name, level.value, node_python)  # type: ignore[arg-type]
+        except GatherError as exc:
+            raise UsageError(str(exc)) from None
+        dest = out if len(targets) == 1 else out / f"{name}.tar.gz"
+        written.append(ev.write(dest))
+    return written
+
+
+def load_dump(path: Path) -> Evidence:
+    return Evidence.load(path)

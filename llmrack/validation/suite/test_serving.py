@@ -1,0 +1,19 @@
+"""Serving, from the control machine: /ready, the API key enforced, a real completion and its latency."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmrack.validation import checks
+
+
+def test_ready(node: Any, verdict: Any) -> None:
+    verdict(checks.serving_ready)
+
+
+def test_api_key(node: Any, verdict: Any) -> None:
+    verdict(checks.serving_api_key)
+
+
+def test_completion(node: Any, verdict: Any) -> None:
+    verdict(checks.serving_completion)
