@@ -1,0 +1,325 @@
+"""`llmrack image build`: the serving image, built with no container registry at all.
+
+Steps (each cached under the cache directory, so a second build takes seconds):
+  1. base     Debian 12 from `debootstrap --variant=minbase`, imported with `podman import`; referenced
+              by digest (localhost/llmrack-debian@sha256:...), exactly as a registry base would be.
+  2. wheels   the host's pip downloads every dependency (torch from the host's own wheel mirror, whose
+              CPU build a pip inside the container could not see) and builds the llmrack wheel.
+  3. build    `podman build --pull=never` of images/<variant>.Containerfile over that context.
+  4. export   `podman save --format oci-archive`; the manifest digest is the image's identity.
+  5. SBOM     CycloneDX from the archive's dpkg database and site-packages (llmrack.images.sbom).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmrack import __version__
+from llmrack.errors import LlmrackError, UsageError
+from llmrack.images.sbom import write_sbom
+from llmrack.scan.oci import open_image
+
+VARIANTS = ("cpu", "cuda", "ascend")
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEFAULT_SUITE = "bookworm"
+IMAGE_NAME = "localhost/llmrack-serving"
+BASE_NAME = "localhost/llmrack-debian"
+# podman's defaults fail in unprivileged sandboxes and some CI runners: it sets ulimits the runner may not
+# raise (crun: setrlimit RLIMIT_NOFILE) and crun rejects hybrid cgroups. Used only when the caller has
+# not chosen a containers.conf of their own (CONTAINERS_CONF).
+CONTAINERS_CONF = """\
+# Written by llmrack image build; see llmrack/images/build.py for why.
+[containers]
+default_ulimits = []
+
+[engine]
+runtime = "runc"
+"""
+
+
+class BuildError(LlmrackError):
+    """A build step failed; the message carries the tool's last output lines."""
+
+
+@dataclass
+class BuildOptions:
+    variant: str
+    out: Path
+    cache_dir: Path
+    source_dir: Path
+    base_image: str | None = None
+    apt_mirror: str = DEFAULT_MIRROR
+    suite: str = DEFAULT_SUITE
+    extra_ca: list[Path] = field(default_factory=list)
+    torch: str | None = None
+    extra_wheels: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BuildResult:
+    variant: str
+    digest: str
+    archive: Path
+    sbom: Path
+    image_json: Path
+    reference: str
+    base_image: str
+    image_size_bytes: int
+    archive_size_bytes: int
+    debian_packages: int
+    python_distributions: int
+    timings_s: dict[str, float]
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("LLMRACK_CACHE_DIR")
+    if env:
+        return Path(env) / "images"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmrack" / "images"
+
+
+def default_source_dir() -> Path:
+    """The llmrack source tree: this checkout when installed editable, else the current directory."""
+    here = Path(__file__).resolve().parents[2]
+    if (here / "pyproject.toml").is_file() and (here / "images").is_dir():
+        return here
+    return Path.cwd()
+
+
+class _Runner:
+    def __init__(self, cache_dir: Path, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.env = dict(os.environ)
+        if "CONTAINERS_CONF" not in self.env:
+            conf = cache_dir / "containers.conf"
+            if not conf.exists() or conf.read_text() != CONTAINERS_CONF:
+                conf.write_text(CONTAINERS_CONF)
+            self.env["CONTAINERS_CONF"] = str(conf)
+
+    def run(self, argv: Sequence[str], *, what: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            capture: bool = True) -> str:
+        proc = subprocess.run(list(argv), check=False, cwd=cwd, env={**self.env, **(env or {})}, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stdout.splitlines()[-40:])
+            raise BuildError(f"{what} failed (exit {proc.returncode}): {' '.join(argv[:4])} ...\n{tail}")
+        return proc.stdout.strip() if capture else ""
+
+
+def _need(tool: str, package: str) -> str:
+    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
+    if path is None:
+        raise UsageError(f"{tool} is not installed", hint=f"apt-get install {package} (scripts/setup.sh does)")
+    return path
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def ensure_debian_base(run: _Runner, cache_dir: Path, mirror: str, suite: str) -> str:
+    """A minimal Debian root filesystem as a local image; returns its reference by digest."""
+    key = _key("minbase", suite, mirror)
+    tag = f"{BASE_NAME}:{suite}-{key}"
+    podman = _need("podman", "podman")
+    exists = subprocess.run([podman, "image", "exists", tag], check=False, env=run.env).returncode == 0
+    if not exists:
+        tarball = cache_dir / "base" / f"{suite}-{key}.tar"
+        if not tarball.exists():
+            debootstrap = _need("debootstrap", "debootstrap")
+            tarball.parent.mkdir(parents=True, exist_ok=True)
+            rootfs = Path(tempfile.mkdtemp(prefix=f"rootfs-{key}-", dir=tarball.parent))
+            try:
+                run.log(f"debootstrap --variant=minbase {suite} from {mirror} (once; cached)")
+                run.run([debootstrap, "--variant=minbase", suite, str(rootfs), mirror], what="debootstrap")
+                # Files whose content changes on every bootstrap would make identical bases differ.
+                for volatile in ("var/cache/apt/pkgcache.bin", "var/cache/apt/srcpkgcache.bin"):
+                    (rootfs / volatile).unlink(missing_ok=True)
+                shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
+                (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+                partial = tarball.with_suffix(".tar.part")
+                run.run(["tar", "--numeric-owner", "--sort=name", "-C", str(rootfs), "-cf", str(partial), "."],
+                        what="tar of the Debian root filesystem")
+                partial.rename(tarball)
+            finally:
+                shutil.rmtree(rootfs, ignore_errors=True)
+        run.log(f"podman import {tarball.name} as {tag}")
+        run.run([podman, "import", "--change", 'CMD ["/bin/bash"]', "--message",
+                 f"debootstrap --variant=minbase {suite} {mirror}", str(tarball), tag], what="podman import")
+    digest = run.run([podman, "image", "inspect", "--format", "{{.Digest}}", tag], what="podman image inspect")
+    return f"{BASE_NAME}@{digest}"
+
+
+def _project_requirements(source_dir: Path) -> list[str]:
+    project = tomllib.loads((source_dir / "pyproject.toml").read_text())["project"]
+    serving = project.get("optional-dependencies", {}).get("serving", [])
+    return [r for r in [*project.get("dependencies", []), *serving] if not r.replace(" ", "").startswith("torch")]
+
+
+def _host_torch() -> str:
+    try:
+        return f"torch=={importlib.metadata.version('torch')}"
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise UsageError("torch is not installed on the build host: give --torch 'torch==X.Y.Z'") from exc
+
+
+def ensure_wheelhouse(run: _Runner, cache_dir: Path, requirements: list[str]) -> Path:
+    """Every dependency as a wheel, downloaded by the host's pip (its index, mirrors and CA settings)."""
+    key = _key(sys.version.split()[0], *sorted(requirements))
+    house = cache_dir / "wheels" / key
+    stamp = house / ".complete"
+    if stamp.exists():
+        return house
+    house.mkdir(parents=True, exist_ok=True)
+    run.log(f"downloading {len(requirements)} requirements and their dependencies as wheels (once; cached)")
+    run.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(house),
+             *requirements], what="pip download")
+    stamp.write_text("\n".join(requirements) + "\n")
+    return house
+
+
+def build_project_wheel(run: _Runner, source_dir: Path, dest: Path) -> Path:
+    """The llmrack wheel, reproducible (SOURCE_DATE_EPOCH = last commit) so an unchanged tree keeps its layer."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    epoch = _git(source_dir, "log", "-1", "--format=%ct") or "315532800"
+    with tempfile.TemporaryDirectory(prefix="llmrack-src-") as tmp:
+        # Build from a copy: an in-tree build would leave build/ and egg-info in the checkout.
+        src = Path(tmp) / "src"
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
+        src.mkdir()
+        for name in ("pyproject.toml", "README.md", "LICENSE"):
+            if (source_dir / name).is_file():
+                shutil.copy2(source_dir / name, src / name)
+        for pkg in ("llmrack", "serving", "infra"):
+            if (source_dir / pkg).is_dir():
+                shutil.copytree(source_dir / pkg, src / pkg, ignore=ignore)
+        run.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                 "--wheel-dir", str(dest), str(src)], what="building the llmrack wheel",
+                env={"SOURCE_DATE_EPOCH": epoch})
+    wheels = list(dest.glob("llmrack-*.whl"))
+    if len(wheels) != 1:
+        raise BuildError(f"expected one llmrack wheel in {dest}, found {len(wheels)}")
+    return wheels[0]
+
+
+def _git(source_dir: Path, *args: str) -> str:
+    try:
+        proc = subprocess.run(["git", "-C", str(source_dir), *args], check=False, capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def _stage_context(ctx: Path, house: Path, wheel_dir: Path, extra_ca: list[Path]) -> None:
+    for sub in ("deps", "ca"):
+        shutil.rmtree(ctx / sub, ignore_errors=True)
+        (ctx / sub).mkdir(parents=True)
+    for whl in house.glob("*.whl"):
+        if whl.name.startswith("llmrack-"):
+            continue
+        try:
+            os.link(whl, ctx / "deps" / whl.name)  # hard links: no copy of a 200 MB torch wheel per build
+        except OSError:
+            shutil.copy2(whl, ctx / "deps" / whl.name)
+    shutil.rmtree(ctx / "app", ignore_errors=True)
+    shutil.copytree(wheel_dir, ctx / "app")
+    bundle = b""
+    for ca in extra_ca:
+        try:
+            data = ca.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--extra-ca-certs {ca}: {exc.strerror}") from exc
+        if b"-----BEGIN CERTIFICATE-----" not in data:
+            raise UsageError(f"--extra-ca-certs {ca}: no PEM certificate in it")
+        bundle += data.rstrip(b"\n") + b"\n"
+    (ctx / "ca" / "extra-ca.crt").write_bytes(bundle)
+
+
+def build(opts: BuildOptions, log: Callable[[str], None]) -> BuildResult:
+    if opts.variant not in VARIANTS:
+        raise UsageError(f"unknown variant {opts.variant!r}: choose one of {', '.join(VARIANTS)}")
+    containerfile = opts.source_dir / "images" / f"{opts.variant}.Containerfile"
+    if not containerfile.is_file():
+        raise UsageError(f"{containerfile} not found", hint="run from the llmrack checkout or give --source DIR")
+    if opts.base_image is not None and "@sha256:" not in opts.base_image:
+        raise UsageError(f"--base-image {opts.base_image!r} must be pinned by digest (NAME@sha256:...)")
+    if opts.variant != "cpu" and opts.base_image is None:
+        raise UsageError(f"the {opts.variant} variant needs --base-image (its vendor runtime image, by digest)",
+                         hint=f"see images/{opts.variant}.Containerfile and docs/images.md")
+    podman = _need("podman", "podman")
+    for d in (opts.cache_dir, opts.out):
+        d.mkdir(parents=True, exist_ok=True)
+    run = _Runner(opts.cache_dir, log)
+    timings: dict[str, float] = {}
+
+    t = time.monotonic()
+    base = opts.base_image or ensure_debian_base(run, opts.cache_dir, opts.apt_mirror, opts.suite)
+    timings["base"] = time.monotonic() - t
+
+    t = time.monotonic()
+    requirements = [opts.torch or _host_torch(), *opts.extra_wheels, *_project_requirements(opts.source_dir)]
+    house = ensure_wheelhouse(run, opts.cache_dir, requirements)
+    ctx = opts.cache_dir / "context" / opts.variant
+    wheel = build_project_wheel(run, opts.source_dir, opts.cache_dir / "context" / f"{opts.variant}-app")
+    _stage_context(ctx, house, wheel.parent, opts.extra_ca)
+    timings["wheels"] = time.monotonic() - t
+
+    t = time.monotonic()
+    tag = f"{IMAGE_NAME}:{opts.variant}-{__version__}"
+    revision = _git(opts.source_dir, "rev-parse", "HEAD") or "unknown"
+    source = _git(opts.source_dir, "config", "--get", "remote.origin.url") or "https://github.com/llmrack/llmrack"
+    log(f"podman build {containerfile.name} on {base}")
+    args = [podman, "build", "--pull=never", "--layers", "--format", "docker", "-f", str(containerfile),
+            "-t", tag, "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"VERSION={__version__}",
+            "--build-arg", f"REVISION={revision}", "--build-arg", f"SOURCE={source}"]
+    if opts.apt_mirror != DEFAULT_MIRROR:
+        args += ["--build-arg", f"APT_MIRROR={opts.apt_mirror}"]
+    run.run([*args, str(ctx)], what="podman build")
+    timings["build"] = time.monotonic() - t
+
+    t = time.monotonic()
+    archive = opts.out / f"llmrack-serving-{opts.variant}.oci.tar"
+    partial = archive.with_name(archive.name + ".part")
+    partial.unlink(missing_ok=True)
+    run.run([podman, "save", "--format", "oci-archive", "-o", str(partial), tag], what="podman save")
+    partial.replace(archive)
+    with open_image(archive) as image:
+        digest = image.manifest_digest
+        reference = image.ref_name or tag
+    timings["export"] = time.monotonic() - t
+
+    t = time.monotonic()
+    sbom = opts.out / f"llmrack-serving-{opts.variant}.cdx.json"
+    inv = write_sbom(archive, sbom, name=reference.rsplit(":", 1)[0])
+    timings["sbom"] = time.monotonic() - t
+
+    size = int(run.run([podman, "image", "inspect", "--format", "{{.Size}}", tag], what="podman image inspect"))
+    image_json = opts.out / "image.json"
+    image_json.write_text(json.dumps({
+        "variant": opts.variant,
+        "digest": digest,
+        "archive": archive.name,
+        "sbom": sbom.name,
+        "reference": reference,
+        "base_image": base,
+        "revision": revision,
+        "version": __version__,
+        "image_size_bytes": size,
+        "archive_size_bytes": archive.stat().st_size,
+    }, indent=2) + "\n")
+    return BuildResult(opts.variant, digest, archive, sbom, image_json, reference, base, size,
+                       archive.stat().st_size, len(inv.debian), len(inv.python), timings)
