@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,14 @@ STACKS = ("dev", "staging", "prod")
 
 
 def record(results_dir: Path, ref: str, status: str) -> None:
-    from llmrack.scan import ScanResult, ScanStatus, record_result
-
+    """A scan result as the images part records it (CONTRACTS.md: scan-results/<digest-hex>.json)."""
+    digest = ref.split("@", 1)[1]
     blocking = [{"id": "CVE-2024-0001", "severity": "Critical"}] if status == "failed" else []
-    record_result(results_dir, ScanResult(digest=ref.split("@", 1)[1], status=ScanStatus(status), policy="default",
-                                          scanned_at=dt.datetime(2026, 11, 1, tzinfo=dt.UTC), blocking=blocking))
+    path = results_dir / "scan-results" / f"{digest.split(':', 1)[1]}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"digest": digest, "status": status, "policy": "default",
+                                "scanned_at": dt.datetime(2026, 11, 1, tzinfo=dt.UTC).isoformat(),
+                                "blocking": blocking}))
 
 
 @pytest.fixture

@@ -1,0 +1,25 @@
+"""The alert rules and dashboards shipped in infra/monitoring (shared with the Ansible monitoring role)."""
+
+from __future__ import annotations
+
+from infra.components import monitoring
+
+
+def test_alert_rules_cover_the_required_conditions() -> None:
+    rules = [r for g in monitoring.load_rules()["groups"] for r in g["rules"]]
+    exprs = " ".join(r["expr"] for r in rules)
+    for metric in ("DCGM_FI_DEV_XID_ERRORS", "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "DCGM_FI_DEV_GPU_TEMP",
+                   "npu_chip_info_temperature", "llmrack_num_requests_waiting", "llmrack_time_to_first_token_seconds"):
+        assert metric in exprs
+    for rule in rules:
+        assert rule["labels"]["severity"] in ("warning", "critical") and rule["annotations"]["summary"]
+
+
+def test_dashboards_are_grafana_json_with_panels() -> None:
+    dashboards = monitoring.load_dashboards()
+    assert set(dashboards) == {"llmrack-serving.json", "llmrack-accelerators.json"}
+    import json
+
+    for text in dashboards.values():
+        data = json.loads(text)
+        assert data["uid"].startswith("llmrack-") and all(p["targets"] for p in data["panels"])
