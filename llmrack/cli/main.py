@@ -11,7 +11,7 @@ import sys
 import typer
 
 from llmrack import __version__
-from llmrack.cli import catalog_cmd, inventory_cmd, plan_cmd, spec_cmd, validate_cmd
+from llmrack.cli import catalog_cmd, image_cmd, inventory_cmd, plan_cmd, scan_cmd, spec_cmd, validate_cmd
 from llmrack.cli.output import stderr
 from llmrack.errors import LlmrackError
 
@@ -26,6 +26,8 @@ app.command("plan")(plan_cmd.plan)
 app.add_typer(spec_cmd.app, name="spec")
 app.add_typer(catalog_cmd.app, name="catalog")
 app.add_typer(inventory_cmd.app, name="inventory")
+app.add_typer(image_cmd.app, name="image")
+app.command("scan")(scan_cmd.scan)
 app.add_typer(validate_cmd.app, name="validate")
 
 
