@@ -1,13 +1,15 @@
 """Checks over Pulumi resource properties (Kubernetes objects as the engine sees them, camelCase keys).
 
 Each returns the list of problems it found, empty when the resource passes, so the policy pack and the
-tests call the same functions. Values still unknown during a preview are skipped, never guessed.
+tests call the same functions. Under the engine, props arrive as read-only Mapping/Sequence proxies
+(pulumi_policy.proxy), not dicts, so the checks test for Mapping; reading a value still unknown during a
+preview raises the proxy's UnknownValueError, which the pack reports as "can't run during preview".
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from llmrack import catalog
@@ -34,13 +36,13 @@ def accelerator_resources() -> set[str]:
 
 def _get(data: Any, *path: str) -> Any:
     for key in path:
-        if not isinstance(data, dict):
+        if not isinstance(data, Mapping):
             return None
         data = data.get(key)
     return data
 
 
-def pod_template(resource_type: str, props: dict[str, Any]) -> dict[str, Any] | None:
+def pod_template(resource_type: str, props: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """(metadata + spec) of the pods a workload runs, or None for other types."""
     if resource_type in _TEMPLATED:
         template = _get(props, "spec", "template")
@@ -50,13 +52,13 @@ def pod_template(resource_type: str, props: dict[str, Any]) -> dict[str, Any] | 
         template = {"metadata": props.get("metadata"), "spec": props.get("spec")}
     else:
         return None
-    return template if isinstance(template, dict) else None
+    return template if isinstance(template, Mapping) else None
 
 
 def _containers(spec: dict[str, Any]) -> Iterable[dict[str, Any]]:
     for key in ("initContainers", "containers", "ephemeralContainers"):
         for container in spec.get(key) or []:
-            if isinstance(container, dict):
+            if isinstance(container, Mapping):
                 yield container
 
 
@@ -73,7 +75,7 @@ def _accelerator_count(container: dict[str, Any]) -> int:
     return total
 
 
-def accelerator_limits(resource_type: str, props: dict[str, Any]) -> list[str]:
+def accelerator_limits(resource_type: str, props: Mapping[str, Any]) -> list[str]:
     """A serving workload must limit an accelerator resource; requests alone are ignored by the scheduler."""
     template = pod_template(resource_type, props)
     if template is None:
@@ -96,7 +98,7 @@ def accelerator_limits(resource_type: str, props: dict[str, Any]) -> list[str]:
     return problems
 
 
-def shm_for_tensor_parallel(resource_type: str, props: dict[str, Any]) -> list[str]:
+def shm_for_tensor_parallel(resource_type: str, props: Mapping[str, Any]) -> list[str]:
     """A container with more than one accelerator (TP > 1) needs a memory-backed /dev/shm."""
     template = pod_template(resource_type, props)
     if template is None:
@@ -117,7 +119,7 @@ def shm_for_tensor_parallel(resource_type: str, props: dict[str, Any]) -> list[s
     return problems
 
 
-def images_pinned(resource_type: str, props: dict[str, Any]) -> list[str]:
+def images_pinned(resource_type: str, props: Mapping[str, Any]) -> list[str]:
     template = pod_template(resource_type, props)
     if template is None:
         return []
@@ -129,7 +131,7 @@ def images_pinned(resource_type: str, props: dict[str, Any]) -> list[str]:
     return problems
 
 
-def load_balancer_allowlisted(resource_type: str, props: dict[str, Any]) -> list[str]:
+def load_balancer_allowlisted(resource_type: str, props: Mapping[str, Any]) -> list[str]:
     if resource_type != SERVICE or _get(props, "spec", "type") != "LoadBalancer":
         return []
     annotations = _get(props, "metadata", "annotations") or {}
