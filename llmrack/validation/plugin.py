@@ -83,7 +83,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if report and not getattr(config.option, "xmlpath", None):
         # Before junitxml's own pytest_configure reads it (tryfirst).
         config.option.xmlpath = str(Path(report) / "junit.xml")
-    config.pluginmanager.register(Session(config), "llmrack-validation-session")
+    session = Session(config)
+    config.pluginmanager.register(session, "llmrack-validation-session")
+    if not (config.option.help or config.option.version):
+        # Resolve now: a bad inventory, spec or option ends the run with one clear message (exit 4 -> 2).
+        session.targets()
 
 
 class Session:
