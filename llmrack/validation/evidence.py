@@ -47,7 +47,8 @@ ITEMS: dict[str, str] = {
     "uname": "uname -a",
     "os-release": "cat /etc/os-release",
     "cmdline": "cat /proc/cmdline",
-    "modules": "cat /proc/modules",
+    # /sys/module lists loaded modules too, where /proc/modules is hidden (some container sandboxes).
+    "modules": "cat /proc/modules 2>/dev/null || ls -1 /sys/module",
     "sysctl": "sysctl -a 2>/dev/null",
     "cpuinfo": "cat /proc/cpuinfo",
     "meminfo": "cat /proc/meminfo",
@@ -230,7 +231,11 @@ def gather(runner: Runner, host: str, level: str, python: str = "python3") -> Ev
     """Run the collector on a node over `runner` (a testinfra Host) and return its evidence."""
     script = collector_script(level, python)
     started = datetime.now(UTC)
-    result = runner.run("sh -c %s", script)
+    try:
+        result = runner.run("sh -c %s", script)
+    except Exception as exc:  # testinfra raises RuntimeError when ssh itself fails (exit 255)
+        err = getattr(exc.args[0], "stderr", "") if exc.args else ""
+        raise GatherError(f"{host}: cannot reach the node: {str(err or exc).strip()[:500]}") from None
     if result.rc != 0 or not result.stdout.strip():
         raise GatherError(f"{host}: evidence collection failed (rc={result.rc}): {result.stderr.strip()[:500]}")
     files = _untar(base64.b64decode(result.stdout.strip()))

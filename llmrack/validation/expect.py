@@ -134,25 +134,36 @@ def reveal_vault(value: Any, inventory: Path | None) -> Any:
     return value
 
 
-def _vault_password_file(inventory: Path | None) -> Path | None:
-    env = os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE")
-    if env:
-        return Path(env)
-    candidates = []
+def ansible_cfg(inventory: Path | None) -> Path | None:
+    """The ansible.cfg that applies: $ANSIBLE_CONFIG, else one next to the inventory (or its parent directory),
+    as a lab or rack checkout keeps it; None when there is none."""
+    if os.environ.get("ANSIBLE_CONFIG"):
+        return Path(os.environ["ANSIBLE_CONFIG"])
     if inventory is not None:
         base = inventory if inventory.is_dir() else inventory.parent
-        candidates = [base / "ansible.cfg", base.parent / "ansible.cfg"]
-    if os.environ.get("ANSIBLE_CONFIG"):
-        candidates.insert(0, Path(os.environ["ANSIBLE_CONFIG"]))
-    for cfg in candidates:
-        if cfg.is_file():
-            parser = configparser.ConfigParser()
-            parser.read(cfg)
-            value = parser.get("defaults", "vault_password_file", fallback=None)
-            if value:
-                path = Path(value).expanduser()
-                return path if path.is_absolute() else cfg.parent / path
+        for cfg in (base / "ansible.cfg", base.parent / "ansible.cfg"):
+            if cfg.is_file():
+                return cfg
     return None
+
+
+def ansible_cfg_path(inventory: Path | None, key: str) -> Path | None:
+    """A path-valued [defaults] key of that ansible.cfg (private_key_file, vault_password_file)."""
+    cfg = ansible_cfg(inventory)
+    if cfg is None or not cfg.is_file():
+        return None
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(cfg)
+    value = parser.get("defaults", key, fallback=None)
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else cfg.parent / path
+
+
+def _vault_password_file(inventory: Path | None) -> Path | None:
+    env = os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE")
+    return Path(env) if env else ansible_cfg_path(inventory, "vault_password_file")
 
 
 def _decrypt(ciphertext: str, inventory: Path | None) -> str:

@@ -130,9 +130,19 @@ class Session:
         if not hosts:
             raise LlmrackError("no nodes: give --hosts (e.g. ansible://all with --ansible-inventory), "
                                "--llmrack-local or --llmrack-dump")
+        identity = opt.ssh_identity_file
+        if inventory:
+            cfg = expect.ansible_cfg(Path(inventory))
+            if cfg is not None:
+                # testinfra reads ssh_args/remote_user from $ANSIBLE_CONFIG (or ./ansible.cfg) only.
+                os.environ.setdefault("ANSIBLE_CONFIG", str(cfg))
+            if identity is None:
+                # ...and ignores [defaults] private_key_file, which lab and rack configs use.
+                key = expect.ansible_cfg_path(Path(inventory), "private_key_file")
+                identity = str(key) if key else None
         found = testinfra.get_hosts(
             hosts.split(","), connection=opt.connection, ssh_config=opt.ssh_config,
-            ssh_identity_file=opt.ssh_identity_file, sudo=opt.sudo, sudo_user=opt.sudo_user,
+            ssh_identity_file=identity, sudo=opt.sudo, sudo_user=opt.sudo_user,
             ansible_inventory=inventory, force_ansible=opt.force_ansible,
         )
         out = []
