@@ -103,7 +103,8 @@ def build(
         acc = catalog.accelerator(str(name))
         if VENDOR_KIND[acc.vendor] is not kind:
             raise UsageError(
-                f"{where}: host {host} is in the {kind} group but its accelerator {acc.name} is {acc.vendor}"
+                f"{where}: host {host} is in the {kind} group but its accelerator {acc.name} is {acc.vendor}",
+                hint=f"set the host variable llmrack_accelerator to a {kind} accelerator of the catalog for {host}",
             )
     count = int(hostvars.get("llmrack_accelerator_count") or (acc.devices_per_node if acc else 0))
     keys = hostvars.get("serving_api_keys") or []

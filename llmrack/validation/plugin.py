@@ -140,11 +140,14 @@ class Session:
                 # ...and ignores [defaults] private_key_file, which lab and rack configs use.
                 key = expect.ansible_cfg_path(Path(inventory), "private_key_file")
                 identity = str(key) if key else None
-        found = testinfra.get_hosts(
-            hosts.split(","), connection=opt.connection, ssh_config=opt.ssh_config,
-            ssh_identity_file=identity, sudo=opt.sudo, sudo_user=opt.sudo_user,
-            ansible_inventory=inventory, force_ansible=opt.force_ansible,
-        )
+        try:
+            found = testinfra.get_hosts(
+                hosts.split(","), connection=opt.connection, ssh_config=opt.ssh_config,
+                ssh_identity_file=identity, sudo=opt.sudo, sudo_user=opt.sudo_user,
+                ansible_inventory=inventory, force_ansible=opt.force_ansible,
+            )
+        except (ValueError, RuntimeError) as exc:  # a bad host spec, ansible-inventory failing on the inventory
+            raise LlmrackError(f"cannot resolve hosts {hosts!r}: {str(exc).strip()[:1000]}") from None
         out = []
         for host in sorted(found, key=lambda h: h.backend.get_pytest_id()):
             name = host.backend.get_hostname()

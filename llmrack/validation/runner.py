@@ -77,7 +77,8 @@ def pytest_args(opts: RunOptions) -> list[str]:
             raise UsageError(f"inventory {opts.inventory} does not exist")
         args.append(f"--ansible-inventory={opts.inventory}")
         if not opts.dumps:
-            args.append(f"--hosts=ansible://{opts.limit}")
+            # Several patterns, comma-separated, as `ansible --limit` takes them (each an fnmatch pattern).
+            args.append("--hosts=" + ",".join(f"ansible://{p.strip()}" for p in opts.limit.split(",") if p.strip()))
     if opts.report is not None:
         args.append(f"--llmrack-report={opts.report}")
     if opts.spec is not None:
@@ -116,7 +117,8 @@ def collect(out: Path, level: Level, local: bool, inventory: Path | None, limit:
     else:
         assert inventory is not None
         runner = AnsibleRunner.get_runner(str(inventory))
-        for host in testinfra.get_hosts([f"ansible://{limit}"], ansible_inventory=str(inventory)):
+        patterns = [f"ansible://{p.strip()}" for p in limit.split(",") if p.strip()]
+        for host in testinfra.get_hosts(patterns, ansible_inventory=str(inventory)):
             name = host.backend.get_hostname()
             node_python = python or str(runner.get_variables(name).get("llmrack_validation_python") or "python3")
             targets.append((name, host, node_python))
