@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from llmrack.cli.output import emit_json, info, stderr, warn
+from llmrack.cli.output import emit_json, info, stderr
 from llmrack.errors import EXIT_FAILURE
 from llmrack.images.build import BuildOptions, default_cache_dir, default_source_dir
 from llmrack.images.build import build as do_build
@@ -66,7 +66,7 @@ def sbom(
 def check_gate(
     digest: str = typer.Option(..., "--digest", help="image digest (sha256:...)"),
     results: Path = typer.Option(..., "--results", help="directory holding scan-results/<digest-hex>.json"),
-    allow_unscanned: bool = typer.Option(False, "--allow-unscanned",
+    allow_unscanned: bool = typer.Option(False, "--allow-unscanned/--no-allow-unscanned",
                                          help="let an unscanned image run (lab/dev; the spec's "
                                               "images.allow_unscanned); a failed scan is always refused"),
     as_json: bool = typer.Option(False, "--json", help="print {digest, ok, reason} on stdout"),
@@ -79,6 +79,8 @@ def check_gate(
         stderr.print(f"[red]gate:[/red] {reason}", highlight=False)
         raise typer.Exit(EXIT_FAILURE)
     if reason.startswith("WARNING"):
-        warn(reason)
+        # Loud on purpose: an unscanned image is running somewhere (lab/dev only).
+        stderr.print(f"[bold yellow]WARNING: UNSCANNED IMAGE[/bold yellow] {reason.removeprefix('WARNING: ')}",
+                     highlight=False)
     else:
         info(f"gate: {reason}")

@@ -224,17 +224,18 @@ def _git(source_dir: Path, *args: str) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
-def _stage_context(ctx: Path, house: Path, wheel_dir: Path, extra_ca: list[Path]) -> None:
-    for sub in ("deps", "ca"):
+def _stage_context(ctx: Path, houses: dict[str, Path], wheel_dir: Path, extra_ca: list[Path]) -> None:
+    for sub in (*houses, "ca"):
         shutil.rmtree(ctx / sub, ignore_errors=True)
         (ctx / sub).mkdir(parents=True)
-    for whl in house.glob("*.whl"):
-        if whl.name.startswith("llmrack-"):
-            continue
-        try:
-            os.link(whl, ctx / "deps" / whl.name)  # hard links: no copy of a 200 MB torch wheel per build
-        except OSError:
-            shutil.copy2(whl, ctx / "deps" / whl.name)
+    for sub, house in houses.items():
+        for whl in house.glob("*.whl"):
+            if whl.name.startswith("llmrack-"):
+                continue
+            try:
+                os.link(whl, ctx / sub / whl.name)  # hard links: no copy of a 200 MB torch wheel per build
+            except OSError:
+                shutil.copy2(whl, ctx / sub / whl.name)
     shutil.rmtree(ctx / "app", ignore_errors=True)
     shutil.copytree(wheel_dir, ctx / "app")
     bundle = b""
@@ -271,11 +272,14 @@ def build(opts: BuildOptions, log: Callable[[str], None]) -> BuildResult:
     timings["base"] = time.monotonic() - t
 
     t = time.monotonic()
-    requirements = [opts.torch or _host_torch(), *opts.extra_wheels, *_project_requirements(opts.source_dir)]
-    house = ensure_wheelhouse(run, opts.cache_dir, requirements)
+    # torch apart from the rest: its layer (most of the image) then survives changes to other dependencies.
+    houses = {
+        "torch": ensure_wheelhouse(run, opts.cache_dir, [opts.torch or _host_torch()]),
+        "deps": ensure_wheelhouse(run, opts.cache_dir, [*opts.extra_wheels, *_project_requirements(opts.source_dir)]),
+    }
     ctx = opts.cache_dir / "context" / opts.variant
     wheel = build_project_wheel(run, opts.source_dir, opts.cache_dir / "context" / f"{opts.variant}-app")
-    _stage_context(ctx, house, wheel.parent, opts.extra_ca)
+    _stage_context(ctx, houses, wheel.parent, opts.extra_ca)
     timings["wheels"] = time.monotonic() - t
 
     t = time.monotonic()

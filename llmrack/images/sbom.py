@@ -175,6 +175,8 @@ def build_bom(inv: ImageInventory, name: str) -> Bom:
     root = Component(type=ComponentType.CONTAINER, name=name, version=inv.digest, bom_ref=inv.digest,
                      properties=[Property(name="llmrack:os", value=inv.os_release.get("PRETTY_NAME", ""))])
     bom = Bom(components=components, serial_number=uuid.uuid4(), metadata=BomMetaData(component=root))
+    # Everything found is in the image: a flat graph under the image itself (package-level edges are not known).
+    bom.register_dependency(root, components)
     bom.metadata.tools.components.add(Component(type=ComponentType.APPLICATION, name="llmrack",
                                                 version=__version__))
     return bom

@@ -73,8 +73,9 @@ def test_unscanned_never_hides_an_earlier_verdict(tmp_path):
 
 
 def test_check_gate_cli_exit_codes(tmp_path):
-    r = llmrack("image", "check-gate", "--digest", DIGEST, "--results", str(tmp_path))
-    assert r.returncode == 1 and "refuses unscanned images" in r.stderr
+    for refuse in ([], ["--no-allow-unscanned"]):
+        r = llmrack("image", "check-gate", "--digest", DIGEST, "--results", str(tmp_path), *refuse)
+        assert r.returncode == 1 and "refuses unscanned images" in r.stderr
     r = llmrack("image", "check-gate", "--digest", DIGEST, "--results", str(tmp_path), "--allow-unscanned", "--json")
     assert r.returncode == 0 and "WARNING" in r.stderr
     assert json.loads(r.stdout)["ok"] is True
