@@ -11,7 +11,7 @@ import typer
 
 from llmrack.cli.output import info
 from llmrack.validation.expect import NodeKind
-from llmrack.validation.runner import Level, RunOptions, collect, run
+from llmrack.validation.runner import Level, RunOptions, collect, pytest_args, run
 
 app = typer.Typer(
     help="Validate provisioned nodes: health, configuration, performance and serving.",
@@ -42,6 +42,8 @@ def validate(
     opts = RunOptions(inventory=inventory, limit=limit, local=local, level=level, report=report, spec=spec,
                       kind=kind.value if kind else None, serving_url=serving_url, api_key_file=api_key_file,
                       verbose=verbose, pytest_args=["-v"] if verbose else [])
+    if verbose:
+        info("pytest " + " ".join(pytest_args(opts)))
     raise typer.Exit(run(opts))
 
 

@@ -267,6 +267,25 @@ class Session:
         if raw is not None:
             self.records.append(Record.from_dict(json.loads(str(raw))))
 
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        """One line per check that did not pass (failures first), then one summary line per node."""
+        if not self.records:
+            return
+        tr = terminalreporter
+        tr.section("llmrack validation")
+        order = {"fail": 0, "error": 1, "skip": 2}
+        for rec in sorted((r for r in self.records if r.status != "pass"), key=lambda r: (order[r.status], r.id)):
+            if rec.status == "skip" and self.config.option.verbose <= 0:
+                continue
+            value = "" if rec.measured is None else f": measured {rec.measured}{' ' + rec.unit if rec.unit else ''}"
+            want = f", want {rec.threshold}" if rec.threshold else ""
+            tr.write_line(f"{rec.status.upper():5} {rec.id}{value}{want}{' - ' if rec.detail else ''}{rec.detail}",
+                          red=rec.status != "skip", yellow=rec.status == "skip")
+        for name in sorted({r.node or "" for r in self.records}):
+            mine = [r.status for r in self.records if r.node == name]
+            counts = ", ".join(f"{mine.count(s)} {s}" for s in ("fail", "error", "skip", "pass") if mine.count(s))
+            tr.write_line(f"{name}: {counts}")
+
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)

@@ -61,9 +61,9 @@ def pytest_args(opts: RunOptions) -> list[str]:
     args = [
         "-p", "llmrack.validation.plugin",
         f"--rootdir={suite}", f"--confcutdir={suite}", f"--config-file={suite / 'pytest.ini'}",
-        f"--llmrack-level={opts.level.value}", "-rfE",
+        f"--llmrack-level={opts.level.value}", "-rN",  # the plugin prints its own summary
         # The plugin imports testinfra before pytest loads it as a plugin; nothing to rewrite there.
-        "-W", "ignore::pytest.PytestAssertRewriteWarning", "--tb=line" if not opts.verbose else "--tb=short",
+        "-W", "ignore::pytest.PytestAssertRewriteWarning", "--tb=no" if not opts.verbose else "--tb=short",
     ]
     modes = sum([opts.local, bool(opts.dumps), opts.inventory is not None and not opts.dumps])
     if modes != 1:
