@@ -12,6 +12,7 @@ import typer
 
 from llmrack import __version__
 from llmrack.cli import catalog_cmd, image_cmd, inventory_cmd, plan_cmd, scan_cmd, spec_cmd, validate_cmd
+from llmrack.cli import model_cmd, serve_cmd  # serving layer (issue 3)
 from llmrack.cli.output import stderr
 from llmrack.errors import LlmrackError
 
@@ -29,6 +30,8 @@ app.add_typer(inventory_cmd.app, name="inventory")
 app.add_typer(image_cmd.app, name="image")
 app.command("scan")(scan_cmd.scan)
 app.add_typer(validate_cmd.app, name="validate")
+app.command("serve")(serve_cmd.serve)
+app.add_typer(model_cmd.app, name="model")
 
 
 @app.callback(invoke_without_command=True)

@@ -1,0 +1,84 @@
+"""Prometheus metrics (prefix llmrack_), fed by the engine's observer hooks and by the API layer.
+
+Each app gets its own CollectorRegistry, so several servers in one process (tests) never collide.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+
+from serving.engine.core import EngineObserver
+from serving.engine.sequence import FinishReason, Sequence
+
+# The *_created series double the exposition size and no dashboard here uses them.
+disable_created_metrics()
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0)
+_ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
+_E2E_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0, 300.0)
+
+
+class ServingMetrics(EngineObserver):
+    def __init__(self, model_name: str) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["model_name"]
+        r = self.registry
+        self.ttft = Histogram("llmrack_time_to_first_token_seconds", "Time from arrival to the first generated token",
+                              labels, buckets=_LATENCY_BUCKETS, registry=r).labels(model_name)
+        self.itl = Histogram("llmrack_inter_token_latency_seconds", "Time between two tokens of one request",
+                             labels, buckets=_ITL_BUCKETS, registry=r).labels(model_name)
+        self.e2e = Histogram("llmrack_e2e_request_latency_seconds", "Time from arrival to the last token",
+                             labels, buckets=_E2E_BUCKETS, registry=r).labels(model_name)
+        self.queue_time = Histogram("llmrack_request_queue_time_seconds", "Time a request waited before prefill",
+                                    labels, buckets=_LATENCY_BUCKETS, registry=r).labels(model_name)
+        self.running = Gauge("llmrack_num_requests_running", "Sequences in the running batch",
+                             labels, registry=r).labels(model_name)
+        self.waiting = Gauge("llmrack_num_requests_waiting", "Requests queued, not yet admitted",
+                             labels, registry=r).labels(model_name)
+        self.kv_usage = Gauge("llmrack_kv_cache_usage_ratio",
+                              "Tokens held in the KV cache over max_num_seqs x max_model_len", labels,
+                              registry=r).labels(model_name)
+        self.prompt_tokens = Counter("llmrack_prompt_tokens", "Prefilled prompt tokens", labels,
+                                     registry=r).labels(model_name)
+        self.generation_tokens = Counter("llmrack_generation_tokens", "Generated tokens", labels,
+                                         registry=r).labels(model_name)
+        self._success = Counter("llmrack_request_success", "Requests finished, by finish reason",
+                                ["model_name", "finished_reason"], registry=r)
+        self._success_by_reason = {
+            reason: self._success.labels(model_name, reason)
+            for reason in (FinishReason.stop, FinishReason.length, FinishReason.abort)
+        }
+        self._failed = Counter("llmrack_request_failure", "Requests refused or failed, by HTTP status",
+                               ["model_name", "status"], registry=r)
+        self._model_name = model_name
+
+    # engine hooks (engine thread)
+    def on_admitted(self, seq: Sequence, queue_seconds: float) -> None:
+        self.queue_time.observe(queue_seconds)
+        self.prompt_tokens.inc(len(seq.prompt_ids))
+
+    def on_token(self, seq: Sequence, now: float) -> None:
+        self.generation_tokens.inc()
+        if seq.first_token is None:
+            self.ttft.observe(now - seq.arrival)
+        elif seq.last_token is not None:
+            self.itl.observe(now - seq.last_token)
+
+    def on_finished(self, seq: Sequence, now: float) -> None:
+        if seq.finish_reason in self._success_by_reason:
+            self._success_by_reason[seq.finish_reason].inc()
+            self.e2e.observe(now - seq.arrival)
+        else:
+            self.failed(500)
+
+    def on_step(self, running: int, waiting: int, kv_usage: float) -> None:
+        self.running.set(running)
+        self.waiting.set(waiting)
+        self.kv_usage.set(kv_usage)
+
+    # API layer
+    def failed(self, status: int) -> None:
+        self._failed.labels(self._model_name, str(status)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""Model loading (local Hugging Face directories only) and the tiny random-weight model maker."""

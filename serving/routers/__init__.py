@@ -1,0 +1,1 @@
+"""HTTP routers: request parsing and response shaping only; the logic lives in serving.service."""

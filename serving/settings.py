@@ -1,0 +1,41 @@
+"""Server settings: one pydantic-settings model, read from LLMRACK_SERVE_* variables or set by the CLI."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serving.model.devices import Device, DType
+
+
+class ServingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMRACK_SERVE_", extra="forbid", protected_namespaces=())
+
+    model: Path = Field(description="Hugging Face model directory (local disk only)")
+    served_model_name: str | None = Field(None, description="name clients use; default: the directory's name")
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=0, le=65535)
+    device: Device = Device.cpu
+    dtype: DType | None = None
+    max_num_seqs: int = Field(32, ge=1)
+    max_model_len: int | None = Field(None, ge=2, description="default: the model's max_position_embeddings")
+    max_queue: int = Field(256, ge=1)
+    max_prefill_tokens: int = Field(8192, ge=1)
+    api_key_file: Path | None = None
+    drain_timeout: float = Field(30.0, ge=0)
+    quantize: str | None = Field(None, pattern="^int8$")
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's choice)")
+    log_level: str = "info"
+
+    @property
+    def name(self) -> str:
+        return self.served_model_name or self.model.resolve().name
+
+
+@lru_cache
+def get_settings() -> ServingSettings:
+    """Settings from the environment, built on first use (never at import time)."""
+    return ServingSettings()  # `model` comes from LLMRACK_SERVE_MODEL
