@@ -6,6 +6,7 @@ A check that could not measure what it judges returns skip (with the reason) or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable
@@ -184,8 +185,16 @@ def os_nccl_env(ev: Evidence, exp: Expectations) -> Outcome:
 
 
 # --- NVIDIA ---------------------------------------------------------------------------------------
+def _nvml_or_smi(ev: Evidence, nvml_name: str, smi_name: str) -> Item:
+    """NVML's answer when the node's Python could read it (nvidia-ml-py), nvidia-smi's otherwise."""
+    got = ev.get(nvml_name)
+    if got is not None and got.rc == 0 and got.out.strip():
+        return got
+    return item(ev, smi_name, "nvidia-smi")
+
+
 def _gpus(ev: Evidence) -> list[nv.Gpu]:
-    return nv.gpus(item(ev, "nvidia-smi-query", "nvidia-smi").out)
+    return nv.gpus(_nvml_or_smi(ev, "nvml-query", "nvidia-smi-query").out)
 
 
 def _gpu(ev: Evidence, index: int) -> nv.Gpu:
@@ -249,7 +258,7 @@ def nvidia_ecc_uncorrectable(ev: Evidence, exp: Expectations, index: int) -> Out
 
 def nvidia_row_remap(ev: Evidence, exp: Expectations, index: int) -> Outcome:
     gpu = _gpu(ev, index)
-    rows = nv.remapped_rows(item(ev, "nvidia-smi-remapped-rows", "nvidia-smi").out).get(gpu.bus_id)
+    rows = nv.remapped_rows(_nvml_or_smi(ev, "nvml-remapped-rows", "nvidia-smi-remapped-rows").out).get(gpu.bus_id)
     if rows is None or rows.pending is None:
         return skip("row remapping is not reported for this GPU (a pre-Ampere part retires pages instead)")
     state = "failure" if rows.failure else "pending" if rows.pending else "none pending"
@@ -262,9 +271,8 @@ def nvidia_row_remap(ev: Evidence, exp: Expectations, index: int) -> Outcome:
 def nvidia_xid(ev: Evidence, exp: Expectations) -> Outcome:
     events = nv.xid_events(item(ev, "dmesg", "dmesg").out)
     index_of = {}
-    got = ev.get("nvidia-smi-query")
-    if got is not None and got.rc == 0:
-        index_of = {g.bus_id: g.index for g in nv.gpus(got.out)}
+    with contextlib.suppress(Missing, ParseError):  # without a GPU list, XIDs are still reported by bus id
+        index_of = {g.bus_id: g.index for g in _gpus(ev)}
     faults = [e for e in events if e.node_fault]
     lines = sorted({f"XID {e.code} on GPU {index_of.get(e.bus_id, e.bus_id)}: {e.meaning}" for e in events})
     return judge(not faults, len(faults), "== 0", "node-fault XIDs since boot", "; ".join(lines),

@@ -87,6 +87,8 @@ ITEMS: dict[str, str] = {
 }
 
 PROBE = "probe"
+# Read through NVML by the node's Python when it has nvidia-ml-py; same CSV as the nvidia-smi items above.
+NVML_ITEMS = {"nvml-query": "query", "nvml-remapped-rows": "remapped"}
 
 
 @dataclass(frozen=True)
@@ -209,11 +211,20 @@ def probe_source() -> str:
     return resources.files("llmrack.validation").joinpath("probe_node.py").read_text()
 
 
+def nvml_source() -> str:
+    return resources.files("llmrack.validation").joinpath("gpu_nvml.py").read_text()
+
+
 def collector_script(level: str, python: str) -> str:
     """The shell script that runs every item on the node and prints a base64 tar of the results."""
     lines = ["d=$(mktemp -d)", "cd \"$d\" || exit 3"]
     for name, command in ITEMS.items():
         lines.append(f"( {command} ) >{name}.out 2>{name}.err </dev/null; echo $? >{name}.rc")
+    nvml = base64.b64encode(nvml_source().encode()).decode()
+    lines.append(f"echo {nvml} | base64 -d > gpu_nvml.py")
+    for name, arg in NVML_ITEMS.items():
+        lines.append(f"( {python} gpu_nvml.py {arg} ) >{name}.out 2>{name}.err </dev/null; echo $? >{name}.rc")
+    lines.append("rm -f gpu_nvml.py")
     if level in ("standard", "full"):
         src = base64.b64encode(probe_source().encode()).decode()
         lines.append(f"echo {src} | base64 -d > probe.py")

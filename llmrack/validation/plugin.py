@@ -118,6 +118,11 @@ class Session:
         spec = self._spec()
         kind = NodeKind(opt.llmrack_kind) if opt.llmrack_kind else None
         inventory = getattr(opt, "ansible_inventory", None)
+        cfg = expect.ansible_cfg(Path(inventory)) if inventory else None
+        if cfg is not None:
+            # testinfra and ansible-inventory read ssh_args, remote_user and the vault password file from
+            # $ANSIBLE_CONFIG (or ./ansible.cfg) only; a lab or rack keeps its ansible.cfg next to the inventory.
+            os.environ.setdefault("ANSIBLE_CONFIG", str(cfg))
         if opt.llmrack_dump:
             out = []
             for path in opt.llmrack_dump:
@@ -131,15 +136,10 @@ class Session:
             raise LlmrackError("no nodes: give --hosts (e.g. ansible://all with --ansible-inventory), "
                                "--llmrack-local or --llmrack-dump")
         identity = opt.ssh_identity_file
-        if inventory:
-            cfg = expect.ansible_cfg(Path(inventory))
-            if cfg is not None:
-                # testinfra reads ssh_args/remote_user from $ANSIBLE_CONFIG (or ./ansible.cfg) only.
-                os.environ.setdefault("ANSIBLE_CONFIG", str(cfg))
-            if identity is None:
-                # ...and ignores [defaults] private_key_file, which lab and rack configs use.
-                key = expect.ansible_cfg_path(Path(inventory), "private_key_file")
-                identity = str(key) if key else None
+        if inventory and identity is None:
+            # testinfra ignores [defaults] private_key_file, which lab and rack configs use.
+            key = expect.ansible_cfg_path(Path(inventory), "private_key_file")
+            identity = str(key) if key else None
         try:
             found = testinfra.get_hosts(
                 hosts.split(","), connection=opt.connection, ssh_config=opt.ssh_config,

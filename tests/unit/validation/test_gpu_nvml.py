@@ -1,0 +1,73 @@
+"""The NVML reader prints what nvidia-smi prints, so the same parser and checks read either source.
+
+NVML itself needs a GPU driver; here a small object stands in for the pynvml module (third-party, not ours),
+answering as NVML does on an A100 with one unsupported call."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from llmrack.validation import checks, gpu_nvml
+from llmrack.validation.evidence import Item
+from llmrack.validation.parsers import nvidia as nv
+from tests.unit.validation.conftest import evidence, expectations
+
+
+class NVMLError(Exception):
+    pass
+
+
+def fake_nvml(pending: bool = False) -> Any:
+    def not_supported(*_: Any) -> Any:
+        raise NVMLError("Not Supported")
+
+    return SimpleNamespace(
+        NVMLError=NVMLError, NVML_MEMORY_ERROR_TYPE_UNCORRECTED=1, NVML_VOLATILE_ECC=0, NVML_AGGREGATE_ECC=1,
+        NVML_TEMPERATURE_GPU=0,
+        nvmlSystemGetDriverVersion=lambda: "535.129.03",
+        nvmlDeviceGetCount=lambda: 2,
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetPciInfo=lambda h: SimpleNamespace(busId=["00000000:07:00.0", "00000000:0F:00.0"][h].encode()),
+        nvmlDeviceGetName=lambda h: "NVIDIA A100-SXM4-80GB",
+        nvmlDeviceGetUUID=lambda h: f"GPU-{h}",
+        nvmlDeviceGetPersistenceMode=lambda h: 1,
+        nvmlDeviceGetEccMode=lambda h: (1, 1),
+        nvmlDeviceGetTotalEccErrors=lambda h, kind, counter: 0,
+        nvmlDeviceGetCurrPcieLinkGeneration=lambda h: 4,
+        nvmlDeviceGetMaxPcieLinkGeneration=lambda h: 4,
+        nvmlDeviceGetCurrPcieLinkWidth=lambda h: 16 if h == 0 else 8,
+        nvmlDeviceGetMaxPcieLinkWidth=lambda h: 16,
+        nvmlDeviceGetCurrentClocksThrottleReasons=lambda h: 0x1,
+        nvmlDeviceGetPerformanceState=lambda h: 0,
+        nvmlDeviceGetMemoryInfo=lambda h: SimpleNamespace(total=81920 * 1024 * 1024),
+        nvmlDeviceGetTemperature=lambda h, sensor: 31,
+        nvmlDeviceGetPowerUsage=not_supported,
+        nvmlDeviceGetRemappedRows=lambda h: (0, 1 if pending and h == 1 else 0, pending and h == 1, False),
+    )
+
+
+def test_nvml_rows_parse_like_nvidia_smi() -> None:
+    nvml = fake_nvml()
+    text = gpu_nvml.render(gpu_nvml.QUERY_FIELDS, gpu_nvml.query_rows(nvml))
+    assert text.splitlines()[0].startswith("index, pci.bus_id, name, uuid, driver_version")
+    gpus = nv.gpus(text)
+    assert [(g.index, g.bus_id, g.pcie_width, g.memory_mib, g.throttle_reasons) for g in gpus] == [
+        (0, "07:00", 16, 81920, 1), (1, "0f:00", 8, 81920, 1)]
+    assert gpus[0].persistence_mode == "Enabled" and gpus[0].ecc_mode == "Enabled"
+    assert text.splitlines()[1].endswith(", [N/A]")  # power.draw unsupported, as nvidia-smi shows it
+
+
+def test_checks_prefer_nvml_over_nvidia_smi() -> None:
+    exp = expectations("nvidia", "a100-80g")
+    ev = evidence("nvidia-smi-a100-hgx-healthy")  # nvidia-smi says every link is x16
+    nvml = fake_nvml(pending=True)
+    ev.items["nvml-query"] = Item("nvml-query", 0, gpu_nvml.render(gpu_nvml.QUERY_FIELDS, gpu_nvml.query_rows(nvml)))
+    ev.items["nvml-remapped-rows"] = Item(
+        "nvml-remapped-rows", 0, gpu_nvml.render(gpu_nvml.REMAP_FIELDS, gpu_nvml.remapped_rows(nvml)))
+    assert checks.run(checks.nvidia_gpu_count, ev, exp).measured == 2
+    assert checks.run(checks.nvidia_pcie_link, ev, exp, 1).status == "fail"
+    assert checks.run(checks.nvidia_row_remap, ev, exp, 1).measured == "pending"
+    # NVML unavailable on the node (exit 4): nvidia-smi answers.
+    ev.items["nvml-query"] = Item("nvml-query", 4, "", "NVML could not start: Driver Not Loaded")
+    assert checks.run(checks.nvidia_gpu_count, ev, exp).measured == 8
