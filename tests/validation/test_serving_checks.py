@@ -1,0 +1,92 @@
+"""The serving checks against the real serving layer: `python -m serving` on a tiny model with an API key, then
+`llmrack validate --local --serving-url ... --api-key-file ...`; and against a server that enforces no key."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.model.tiny import make_tiny
+from tests.validation.conftest import ROOT, by_id, llmrack, report
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny("qwen2", tmp_path_factory.mktemp("models") / "tiny-qwen2", seed=0)
+
+
+def _serve(model: Path, *extra: str) -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "serving", "--model", str(model), "--host", "127.0.0.1",
+                             "--port", str(port), "--served-model-name", "tiny", *extra],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else "server exited"
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("the server did not become ready in 120 s")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "api-keys"
+    path.write_text("llmrack-test-key-0123456789\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path, key_file: Path) -> Iterator[str]:
+    yield from _serve(model_dir, "--api-key-file", str(key_file))
+
+
+@pytest.mark.slow
+def test_serving_checks_pass_against_the_real_server(server: str, key_file: Path, tmp_path: Path) -> None:
+    llmrack("validate", "--local", "--serving-url", server, "--api-key-file", str(key_file),
+            "--report", str(tmp_path))
+    checks = by_id(report(tmp_path))
+    node = next(iter(report(tmp_path)["nodes"]))
+    ready, key, comp = (checks[f"serving.{c}[{node}]"] for c in ("ready", "api_key", "completion"))
+    assert (ready["status"], ready["measured"]) == ("pass", 200)
+    assert (key["status"], key["measured"]) == ("pass", "no key 401, wrong key 401, valid key 200")
+    assert comp["status"] == "pass" and 0 < comp["measured"] <= 30 and comp["unit"] == "s"
+    assert comp["data"]["completion_tokens"] > 0 and "'tiny'" in comp["detail"]
+    # The key never reaches the report.
+    assert "llmrack-test-key" not in (tmp_path / "report.json").read_text()
+
+
+@pytest.mark.slow
+def test_a_server_without_keys_fails_the_key_check(model_dir: Path, key_file: Path, tmp_path: Path) -> None:
+    for url in _serve(model_dir):
+        proc = llmrack("validate", "--local", "--serving-url", url, "--api-key-file", str(key_file),
+                       "--report", str(tmp_path))
+        assert proc.returncode == 1
+        checks = by_id(report(tmp_path))
+        node = next(iter(report(tmp_path)["nodes"]))
+        assert checks[f"serving.api_key[{node}]"]["status"] == "fail"
+        assert checks[f"serving.api_key[{node}]"]["measured"].startswith("no key 200")
+        assert checks[f"serving.ready[{node}]"]["status"] == "pass"
