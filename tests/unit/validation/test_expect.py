@@ -1,0 +1,74 @@
+"""Expectations come from the inventory and the catalog: kinds, accelerators, counts, vaulted API keys."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible.parsing.vault import VaultLib, VaultSecret
+from testinfra.utils.ansible_runner import AnsibleRunner
+
+from llmrack.errors import UsageError
+from llmrack.validation import expect
+from llmrack.validation.expect import NodeKind
+
+SPEC = {"name": "t", "environment": "prod", "model": {"name": "deepseek-r1-distill-qwen-7b", "source": "/m"},
+        "accelerator": "h100", "serving": {"max_model_len": 4096, "max_num_seqs": 8}}
+
+
+def test_kind_accelerator_and_count_from_inventory_and_catalog() -> None:
+    exp = expect.build("n1", {"group_names": ["nvidia_nodes"], "llmrack_deployment": SPEC})
+    assert (exp.kind, exp.accelerator and exp.accelerator.name, exp.count) == (NodeKind.nvidia, "h100", 8)
+    exp = expect.build("n2", {"group_names": ["nvidia_nodes"], "llmrack_deployment": SPEC,
+                              "llmrack_accelerator_count": 4})
+    assert exp.count == 4
+    assert expect.build("n3", {"group_names": ["cpu_nodes"], "llmrack_deployment": SPEC}).accelerator is None
+    assert "nvidia-fabricmanager" in expect.build("n1", {"group_names": ["nvidia_nodes", "serving_nodes"],
+                                                         "llmrack_deployment": SPEC}).services()
+
+
+def test_node_whose_accelerator_the_spec_cannot_name() -> None:
+    with pytest.raises(UsageError) as err:
+        expect.build("n4", {"group_names": ["ascend_nodes"], "llmrack_deployment": SPEC})
+    assert "llmrack_accelerator" in str(err.value)
+    exp = expect.build("n4", {"group_names": ["ascend_nodes"], "llmrack_deployment": SPEC,
+                              "llmrack_accelerator": "ascend-910b"})
+    assert exp.kind is NodeKind.ascend and exp.device_label == "npu"
+
+
+def test_invalid_spec_in_inventory_is_a_usage_error() -> None:
+    with pytest.raises(UsageError) as err:
+        expect.build("n1", {"group_names": ["nvidia_nodes"], "llmrack_deployment": {**SPEC, "accelerator": "a101"}})
+    assert "llmrack_deployment (host n1)" in str(err.value) and "a100" in str(err.value)
+
+
+def test_vaulted_api_keys_are_decrypted_with_the_inventory_password(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANSIBLE_CONFIG", raising=False)
+    monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE", raising=False)
+    (tmp_path / "vault-password").write_text("s3cret\n")
+    (tmp_path / "ansible.cfg").write_text("[defaults]\nvault_password_file = vault-password\n")
+    secret = VaultSecret(b"s3cret")
+    cipher = VaultLib([("default", secret)]).encrypt("key-abc").decode()
+    inv = tmp_path / "inventory"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"n1": {"ansible_connection": "local"}}}}))
+    (inv / "group_vars" / "all" / "keys.yml").write_text(
+        "serving_api_keys:\n  - !vault |\n" + "".join(f"    {line}\n" for line in cipher.splitlines()))
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    raw = AnsibleRunner(str(inv)).get_variables("n1")["serving_api_keys"]
+    assert raw != ["key-abc"]  # ansible-inventory leaves inline vault values encrypted
+    assert expect.reveal_vault(raw, inv) == ["key-abc"]
+    assert expect.ansible_cfg(inv) == tmp_path / "ansible.cfg"
+
+
+def test_vaulted_keys_without_a_password_file_say_what_to_set(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANSIBLE_CONFIG", raising=False)
+    monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE", raising=False)
+    with pytest.raises(UsageError) as err:
+        expect.reveal_vault({"__ansible_vault": "$ANSIBLE_VAULT;1.1;AES256\n00"}, tmp_path)
+    assert "ANSIBLE_VAULT_PASSWORD_FILE" in str(err.value)
