@@ -162,6 +162,8 @@ class AcceleratorStackConfig(_Keys):
     gpu_operator_driver: bool = True
     nvidia_helm_repo: str = "https://helm.ngc.nvidia.com/nvidia"
     ascend_device_plugin_image: str | None = None
+    # Huawei's npu-exporter (digest-pinned); without it the NPU alerts and dashboard panels stay empty.
+    npu_exporter_image: str | None = None
 
 
 # --- serving ----------------------------------------------------------------------------------------
@@ -439,6 +441,9 @@ def _cross_checks(cfg: StackConfig) -> None:
                 "(Huawei's Ascend device plugin image, pinned by digest, from your mirror)"
             )
         parse_image(image, f"{NAMESPACE}:acceleratorStack.ascendDevicePluginImage")
+        exporter = cfg.accelerator_stack.npu_exporter_image
+        if exporter is not None:
+            parse_image(exporter, f"{NAMESPACE}:acceleratorStack.npuExporterImage")
     if plan.pipeline_parallel > 1:
         raise StackConfigError(
             f"{NAMESPACE}:deployment.serving.tensor_parallel: the plan needs pipeline parallel "

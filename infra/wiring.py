@@ -147,6 +147,7 @@ def component_args(cfg: StackConfig) -> ComponentArgs:
             gpu_operator_driver=stack.gpu_operator_driver,
             nvidia_helm_repo=stack.nvidia_helm_repo,
             ascend_device_plugin_image=stack.ascend_device_plugin_image,
+            npu_exporter_image=stack.npu_exporter_image,
             label_nodes=cfg.kubernetes.label_nodes,
         ),
         serving=serving_args(cfg),

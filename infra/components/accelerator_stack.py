@@ -44,6 +44,7 @@ class AcceleratorStackArgs:
     gpu_operator_driver: bool = True
     nvidia_helm_repo: str = "https://helm.ngc.nvidia.com/nvidia"
     ascend_device_plugin_image: str | None = None
+    npu_exporter_image: str | None = None
     label_nodes: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
@@ -55,6 +56,8 @@ class AcceleratorStackArgs:
                   None, "required for Ascend accelerators")
             assert self.ascend_device_plugin_image is not None
             parse_image(self.ascend_device_plugin_image, "AcceleratorStackArgs.ascend_device_plugin_image")
+            if self.npu_exporter_image is not None:
+                parse_image(self.npu_exporter_image, "AcceleratorStackArgs.npu_exporter_image")
 
 
 class AcceleratorStack(pulumi.ComponentResource):
@@ -75,6 +78,8 @@ class AcceleratorStack(pulumi.ComponentResource):
         else:
             node_labels[ASCEND_NODE_LABEL[0]] = ASCEND_NODE_LABEL[1]
             outputs["daemonSet"] = self._ascend_device_plugin(name, args, acc, child).metadata["name"]
+            if args.npu_exporter_image is not None:
+                outputs["npuExporter"] = self._npu_exporter(name, args.npu_exporter_image, acc, child)
 
         # Labels are a map, so a server-side-apply patch adds ours without touching anyone else's. Taints are
         # a list Kubernetes replaces whole, so they stay with whoever creates the node (node pool, kubelet flags).
@@ -187,3 +192,53 @@ class AcceleratorStack(pulumi.ComponentResource):
             },
             opts=child,
         )
+
+    def _npu_exporter(self, name: str, image: str, acc: Accelerator, child: pulumi.ResourceOptions) -> Any:
+        """Huawei's npu-exporter on every Ascend node, behind a Service the monitoring scrape job finds."""
+        labels = {"app": "npu-exporter", "app.kubernetes.io/part-of": "llmrack"}
+        ns = k8s.core.v1.Namespace(
+            f"{name}-npu-exporter-ns",
+            # The exporter reads the driver through host paths and device files.
+            metadata={"name": "npu-exporter", "labels": {"pod-security.kubernetes.io/enforce": "privileged"}},
+            opts=child,
+        )
+        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+        port = 8082  # npu-exporter's default listen port
+        host_dirs = {"driver": "/usr/local/Ascend/driver", "log": "/var/log/npu-exporter", "sys": "/sys"}
+        k8s.apps.v1.DaemonSet(
+            f"{name}-npu-exporter",
+            metadata={"name": "npu-exporter", "namespace": ns.metadata["name"], "labels": labels},
+            spec={
+                "selector": {"matchLabels": {"app": "npu-exporter"}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "nodeSelector": {ASCEND_NODE_LABEL[0]: ASCEND_NODE_LABEL[1]},
+                        "tolerations": [{"key": acc.k8s_resource, "operator": "Exists", "effect": "NoSchedule"}],
+                        "containers": [{
+                            "name": "npu-exporter",
+                            "image": image,
+                            "command": ["npu-exporter"],
+                            "args": [f"-port={port}", "-ip=0.0.0.0", "-updateTime=5",
+                                     "-logFile=/var/log/npu-exporter/npu-exporter.log"],
+                            "ports": [{"name": "metrics", "containerPort": port}],
+                            "securityContext": {"privileged": True},
+                            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                          "limits": {"cpu": "500m", "memory": "256Mi"}},
+                            "volumeMounts": [{"name": k, "mountPath": p, "readOnly": k != "log"}
+                                             for k, p in host_dirs.items()],
+                        }],
+                        "volumes": [{"name": k, "hostPath": {"path": p}} for k, p in host_dirs.items()],
+                    },
+                },
+            },
+            opts=in_ns,
+        )
+        service = k8s.core.v1.Service(
+            f"{name}-npu-exporter-svc",
+            metadata={"name": "npu-exporter", "namespace": ns.metadata["name"], "labels": labels},
+            spec={"selector": {"app": "npu-exporter"},
+                  "ports": [{"name": "metrics", "port": port, "targetPort": "metrics"}]},
+            opts=in_ns,
+        )
+        return service.metadata["name"]

@@ -55,14 +55,14 @@ def pod_template(resource_type: str, props: Mapping[str, Any]) -> Mapping[str, A
     return template if isinstance(template, Mapping) else None
 
 
-def _containers(spec: dict[str, Any]) -> Iterable[dict[str, Any]]:
+def _containers(spec: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
     for key in ("initContainers", "containers", "ephemeralContainers"):
         for container in spec.get(key) or []:
             if isinstance(container, Mapping):
                 yield container
 
 
-def _accelerator_count(container: dict[str, Any]) -> int:
+def _accelerator_count(container: Mapping[str, Any]) -> int:
     limits = _get(container, "resources", "limits") or {}
     total = 0
     for name in accelerator_resources():

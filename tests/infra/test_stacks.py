@@ -113,7 +113,7 @@ def test_staging_ascend_fleet_device_plugin_and_canary(scan_results: Path) -> No
     instances = run.of_type("huaweicloud:Ecs/instance:Instance")
     assert len(instances) == expected.nodes
     assert instances[0].state["flavorId"] == cfg["llmrack:fleet"]["flavor"]
-    plugin = run.one("kubernetes:apps/v1:DaemonSet")
+    plugin = run.one("kubernetes:apps/v1:DaemonSet", "accelerators-ascend-device-plugin")
     assert _pod(plugin)["containers"][0]["image"] == cfg["llmrack:acceleratorStack"]["ascendDevicePluginImage"]
     patch = run.one("kubernetes:core/v1:NodePatch")
     assert patch.state["metadata"]["labels"]["accelerator"] == "huawei-Ascend910"
@@ -125,8 +125,13 @@ def test_staging_ascend_fleet_device_plugin_and_canary(scan_results: Path) -> No
     assert _pod(canary)["containers"][0]["image"] == cfg["llmrack:canary"]["image"]
     assert _pod(canary)["containers"][0]["resources"]["limits"] == {acc.k8s_resource: "2"}
     # One Service over both tracks: the canary's replica share is its traffic share.
-    service = run.one("kubernetes:core/v1:Service")
+    service = run.one("kubernetes:core/v1:Service", "serving-service")
     assert "llmrack.io/track" not in service.state["spec"]["selector"]
+    # npu-exporter behind the Service the monitoring scrape job selects (label app=npu-exporter).
+    exporter = run.one("kubernetes:core/v1:Service", "accelerators-npu-exporter-svc")
+    assert exporter.state["metadata"]["labels"]["app"] == "npu-exporter"
+    assert _pod(run.one("kubernetes:apps/v1:DaemonSet", "accelerators-npu-exporter"))["containers"][0]["image"] == (
+        cfg["llmrack:acceleratorStack"]["npuExporterImage"])
     assert run.outputs["canary"]["sharePercent"] == 50.0
 
 
