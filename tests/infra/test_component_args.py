@@ -1,0 +1,85 @@
+"""Each component checks its own arguments before creating anything, naming the argument."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra.components._args import ComponentArgsError
+from infra.components.accelerator_stack import AcceleratorStackArgs, scheduling
+from infra.components.aws_fleet import AwsFleetArgs
+from infra.components.inventory import InventoryHost, inventory_document
+from infra.components.monitoring import MonitoringArgs
+from infra.components.serving import ModelVolume, ServingArgs
+from infra.components.static_fleet import StaticFleetArgs
+from infra.config import StackConfigError, canary_replicas
+from llmrack import catalog
+
+IMAGE = "registry.example/llmrack/serving@sha256:" + "b" * 64
+
+
+def _serving(**changes: object) -> ServingArgs:
+    base: dict[str, object] = dict(
+        deployment_name="d", environment="dev", namespace="llmrack", image=IMAGE, api_keys=["k"],
+        served_model_name="m", model_dir="m", model_volume=ModelVolume(kind="pvc"), vendor="nvidia",
+        k8s_resource="nvidia.com/gpu", tensor_parallel=2, replicas=2, weights_dtype="bf16", max_model_len=4096,
+        max_num_seqs=8, max_queue=16, port=8000, scan_results_dir=Path("/nonexistent"), allow_unscanned=True,
+    )
+    base.update(changes)
+    return ServingArgs(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (lambda: AwsFleetArgs(region="us-east-1", instance_type="p3.16xlarge", count=1, ami="ami", subnet_id="s",
+                          security_group_ids=["sg"], serving_port=8000, deployment={}),
+     "AwsFleetArgs.instance_type"),
+    (lambda: AwsFleetArgs(region="us-east-1", instance_type="p5.48xlarge", count=0, ami="ami", subnet_id="s",
+                          security_group_ids=["sg"], serving_port=8000, deployment={}),
+     "AwsFleetArgs.count"),
+    (lambda: StaticFleetArgs(hosts=[InventoryHost("a", "10.0.0.1", "root")] * 2, vendor="nvidia",
+                             devices_per_node=8, serving_port=8000, deployment={}),
+     "host names must be unique"),
+    (lambda: AcceleratorStackArgs(accelerator="ascend-910b"), "ascend_device_plugin_image"),
+    (lambda: AcceleratorStackArgs(accelerator="tpu-v5"), "AcceleratorStackArgs.accelerator"),
+    (lambda: MonitoringArgs(serving_namespace="llmrack", vendor="amd", max_queue=1), "MonitoringArgs.vendor"),
+    (lambda: _serving(weights_dtype="int4"), "ServingArgs.weights_dtype"),
+    (lambda: _serving(service_type="LoadBalancer"), "ServingArgs.allowlist"),
+    (lambda: _serving(image="registry.example/llmrack/serving:1.0"), "ServingArgs.image"),
+    (lambda: _serving(allow_unscanned=False), "has not been scanned"),
+])
+def test_bad_component_args_are_refused(args: object, fragment: str) -> None:
+    with pytest.raises(StackConfigError) as info:
+        args().validate()  # type: ignore[operator]
+    assert fragment in str(info.value)
+
+
+def test_component_args_error_is_a_run_error_for_a_clean_pulumi_message() -> None:
+    import pulumi
+
+    assert issubclass(ComponentArgsError, pulumi.RunError)
+
+
+def test_canary_split_takes_replicas_from_the_stable_track() -> None:
+    assert canary_replicas(4, 25) == (3, 1)
+    assert canary_replicas(4, 75) == (1, 3)
+    with pytest.raises(StackConfigError, match=r"shares possible are \[25, 50, 75\]%"):
+        canary_replicas(4, 5)
+    with pytest.raises(StackConfigError, match="at least 2 replicas"):
+        canary_replicas(1, 50)
+
+
+def test_scheduling_comes_from_the_catalog() -> None:
+    selector, tolerations = scheduling(catalog.accelerator("h100"))
+    assert selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert tolerations[0]["key"] == "nvidia.com/gpu"
+    selector, tolerations = scheduling(catalog.accelerator("ascend-910b"))
+    assert selector == {"accelerator": "huawei-Ascend910"} and tolerations[0]["key"] == "huawei.com/Ascend910"
+
+
+def test_inventory_document_groups_hosts_by_vendor() -> None:
+    doc = inventory_document([("n1", "10.0.0.5", "root", 22)], "huawei", 8, 8000, {"name": "d"})
+    groups = doc["hosts"]["all"]["children"]["serving_nodes"]["children"]
+    assert groups["ascend_nodes"]["hosts"]["n1"]["llmrack_serving_url"] == "http://10.0.0.5:8000"
+    assert groups["nvidia_nodes"]["hosts"] == {}
+    assert doc["hosts"]["all"]["children"]["monitoring"]["hosts"] == {"n1": {}}
