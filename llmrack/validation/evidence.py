@@ -50,6 +50,9 @@ ITEMS: dict[str, str] = {
     # /sys/module lists loaded modules too, where /proc/modules is hidden (some container sandboxes).
     "modules": "cat /proc/modules 2>/dev/null || ls -1 /sys/module",
     "sysctl": "sysctl -a 2>/dev/null",
+    # What the node persists (the common role's drop-in); in a container the kernel-wide values are the host's.
+    "sysctl-files": "cat /etc/sysctl.conf /etc/sysctl.d/*.conf 2>/dev/null",
+    "virt": "systemd-detect-virt --container",
     "cpuinfo": "cat /proc/cpuinfo",
     "meminfo": "cat /proc/meminfo",
     "nproc": "nproc",

@@ -8,9 +8,11 @@ Inventory variables read (host or group vars; see docs/validation.md):
   llmrack_serving_url         the node's serving endpoint as reachable from the control machine
   serving_api_keys            API keys (list; Ansible Vault values are decrypted with the inventory's vault password)
   nvidia_driver_version       the pinned NVIDIA driver (also the Fabric Manager version on NVSwitch systems)
-  ascend_driver_version, ascend_firmware_version, ascend_cann_version   the pinned Ascend stack
+  ascend_driver_version, ascend_driver_firmware_version, ascend_driver_cann_version   the pinned Ascend stack
   common_sysctl               {key: value} the common role sets
   common_kernel_cmdline       ["param=value" | "flag"] the common role puts on the kernel command line
+  (for these role variables the roles' defaults/main.yml apply under the inventory, when the inventory's
+  ansible.cfg names a roles_path: see llmrack.validation.hosts.role_defaults)
   llmrack_validation_python   the node's Python with torch, for the probes (default: python3)
   llmrack_validation_services units that must be enabled and active (default: by node kind)
 """

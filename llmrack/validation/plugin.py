@@ -25,12 +25,12 @@ from typing import Any
 
 import pytest
 import testinfra  # type: ignore[import-untyped]
-from testinfra.utils.ansible_runner import AnsibleRunner  # type: ignore[import-untyped]
 
 from llmrack import catalog
 from llmrack.errors import LlmrackError
 from llmrack.spec import DeploymentSpec, load_spec
 from llmrack.validation import checks, expect, serving_probe
+from llmrack.validation import hosts as hosts_mod
 from llmrack.validation.evidence import Evidence, gather
 from llmrack.validation.expect import Expectations, NodeKind
 from llmrack.validation.report import Record, write_reports
@@ -118,11 +118,6 @@ class Session:
         spec = self._spec()
         kind = NodeKind(opt.llmrack_kind) if opt.llmrack_kind else None
         inventory = getattr(opt, "ansible_inventory", None)
-        cfg = expect.ansible_cfg(Path(inventory)) if inventory else None
-        if cfg is not None:
-            # testinfra and ansible-inventory read ssh_args, remote_user and the vault password file from
-            # $ANSIBLE_CONFIG (or ./ansible.cfg) only; a lab or rack keeps its ansible.cfg next to the inventory.
-            os.environ.setdefault("ANSIBLE_CONFIG", str(cfg))
         if opt.llmrack_dump:
             out = []
             for path in opt.llmrack_dump:
@@ -135,21 +130,13 @@ class Session:
         if not hosts:
             raise LlmrackError("no nodes: give --hosts (e.g. ansible://all with --ansible-inventory), "
                                "--llmrack-local or --llmrack-dump")
-        identity = opt.ssh_identity_file
-        if inventory and identity is None:
-            # testinfra ignores [defaults] private_key_file, which lab and rack configs use.
-            key = expect.ansible_cfg_path(Path(inventory), "private_key_file")
-            identity = str(key) if key else None
-        try:
-            found = testinfra.get_hosts(
-                hosts.split(","), connection=opt.connection, ssh_config=opt.ssh_config,
-                ssh_identity_file=identity, sudo=opt.sudo, sudo_user=opt.sudo_user,
-                ansible_inventory=inventory, force_ansible=opt.force_ansible,
-            )
-        except (ValueError, RuntimeError) as exc:  # a bad host spec, ansible-inventory failing on the inventory
-            raise LlmrackError(f"cannot resolve hosts {hosts!r}: {str(exc).strip()[:1000]}") from None
+        found = hosts_mod.get_hosts(
+            hosts.split(","), inventory, connection=opt.connection, ssh_config=opt.ssh_config,
+            ssh_identity_file=opt.ssh_identity_file, sudo=opt.sudo, sudo_user=opt.sudo_user,
+            force_ansible=opt.force_ansible,
+        )
         out = []
-        for host in sorted(found, key=lambda h: h.backend.get_pytest_id()):
+        for host in found:
             name = host.backend.get_hostname()
             out.append(Target(name, self._expect(name, spec, kind, inventory), host=host))
         if not out:
@@ -161,9 +148,7 @@ class Session:
     ) -> Expectations:
         hostvars: dict[str, Any] = {}
         if inventory:
-            hostvars = dict(AnsibleRunner.get_runner(inventory).get_variables(name))
-            if "serving_api_keys" in hostvars:
-                hostvars["serving_api_keys"] = expect.reveal_vault(hostvars["serving_api_keys"], Path(inventory))
+            hostvars = hosts_mod.host_vars(inventory, name)
         elif kind is None and spec is not None:
             kind = expect.VENDOR_KIND[spec_accelerator_vendor(spec)]
         return expect.build(name, hostvars, spec=spec, kind=kind, where=inventory or "command line")

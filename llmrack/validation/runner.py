@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import testinfra  # type: ignore[import-untyped]
-from testinfra.utils.ansible_runner import AnsibleRunner  # type: ignore[import-untyped]
 
 from llmrack.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
+from llmrack.validation import hosts as hosts_mod
 from llmrack.validation.evidence import Evidence, GatherError, gather
 
 
@@ -116,11 +116,11 @@ def collect(out: Path, level: Level, local: bool, inventory: Path | None, limit:
         targets.append((socket.gethostname(), testinfra.get_host("local://"), python or sys.executable))
     else:
         assert inventory is not None
-        runner = AnsibleRunner.get_runner(str(inventory))
         patterns = [f"ansible://{p.strip()}" for p in limit.split(",") if p.strip()]
-        for host in testinfra.get_hosts(patterns, ansible_inventory=str(inventory)):
+        for host in hosts_mod.get_hosts(patterns, str(inventory)):
             name = host.backend.get_hostname()
-            node_python = python or str(runner.get_variables(name).get("llmrack_validation_python") or "python3")
+            node_python = python or str(hosts_mod.host_vars(str(inventory), name).get("llmrack_validation_python")
+                                        or "python3")
             targets.append((name, host, node_python))
     if not targets:
         raise UsageError(f"no host in {inventory} matches {limit!r}")

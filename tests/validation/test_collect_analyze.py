@@ -42,7 +42,7 @@ def test_collect_to_directory_then_analyze_directory(tmp_path: Path) -> None:
 def _inventory(tmp_path: Path) -> Path:
     hosts = {h: {"ansible_connection": "local"} for h in ("a100-node1", "a100-node2", "a100-node3", "ascend-node2")}
     hosts["ascend-node2"].update(llmrack_accelerator="ascend-910b", ascend_driver_version="23.0.3",
-                                 ascend_cann_version="7.0.0", ascend_firmware_version="7.1.0.5.220")
+                                 ascend_driver_cann_version="7.0.0", ascend_driver_firmware_version="7.1.0.5.220")
     return write_inventory(tmp_path / "inv", hosts, {"nvidia_nodes": ["a100-node1", "a100-node2", "a100-node3"],
                                                      "ascend_nodes": ["ascend-node2"]},
                            DEPLOYMENT, {"nvidia_driver_version": "535.129.03"})

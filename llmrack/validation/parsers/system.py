@@ -8,11 +8,13 @@ from dataclasses import dataclass
 
 
 def sysctl(text: str) -> dict[str, str]:
-    """`sysctl -a`: "key = value" lines; values normalised to single spaces (tabs separate multi-values)."""
+    """`sysctl -a` or sysctl.d files: "key = value" lines; values normalised to single spaces (tabs separate
+    multi-values); comments skipped."""
     out = {}
-    for line in text.splitlines():
-        if " = " in line:
-            key, value = line.split(" = ", 1)
+    for raw in text.splitlines():
+        line = raw.strip()
+        if "=" in line and not line.startswith(("#", ";")):
+            key, value = line.split("=", 1)
             out[key.strip()] = " ".join(value.split())
     return out
 

@@ -160,8 +160,8 @@ def test_torch_without_gpu_on_gpu_node_fails(a100: Expectations) -> None:
 
 
 def test_ascend_healthy_and_unhealthy() -> None:
-    exp = expectations("ascend", "ascend-910b", ascend_driver_version="23.0.3", ascend_cann_version="7.0.0",
-                       ascend_firmware_version="7.1.0.5.220")
+    exp = expectations("ascend", "ascend-910b", ascend_driver_version="23.0.3", ascend_driver_cann_version="7.0.0",
+                       ascend_driver_firmware_version="7.1.0.5.220")
     for name, fixture in (("healthy", "npu-smi-910b-healthy"), ("unhealthy", "npu-smi-910b-unhealthy")):
         ev = evidence(fixture)
         got = {fn.__name__: checks.run(fn, ev, exp).status
@@ -192,3 +192,17 @@ def test_nccl_env_naming_missing_interface_fails(a100: Expectations) -> None:
     ev.items["nccl-env"] = type(ev.items["nccl-env"])("nccl-env", 0, "NCCL_SOCKET_IFNAME=eth9\nNCCL_IB_HCA=mlx5_12\n")
     result = checks.run(checks.os_nccl_env, ev, a100)
     assert result.status == "fail" and "'eth9'" in result.detail and "'mlx5_12'" in result.detail
+
+
+def test_container_node_sysctl_judged_on_persisted_files_and_cmdline_skipped() -> None:
+    exp = expectations("cpu", common_sysctl={"vm.swappiness": 0, "net.core.somaxconn": 4096},
+                       common_kernel_cmdline=["iommu=pt"])
+    ev = evidence("nvidia-smi-a100-hgx-healthy")
+    ev.items["virt"] = type(ev.items["uname"])("virt", 0, "podman\n")
+    ev.items["sysctl-files"] = type(ev.items["uname"])(
+        "sysctl-files", 0, "# Ansible managed\nvm.swappiness = 0\nnet.core.somaxconn=4096\n")
+    sysctl = checks.run(checks.os_sysctl, ev, exp)
+    assert sysctl.status == "pass" and "podman container" in sysctl.detail  # runtime says swappiness 1
+    assert checks.run(checks.os_kernel_cmdline, ev, exp).status == "skip"
+    ev.items["virt"] = type(ev.items["uname"])("virt", 1, "none\n")  # bare metal / VM: the runtime values count
+    assert checks.run(checks.os_sysctl, ev, exp).status == "fail"

@@ -72,3 +72,25 @@ def test_vaulted_keys_without_a_password_file_say_what_to_set(tmp_path: Path,
     with pytest.raises(UsageError) as err:
         expect.reveal_vault({"__ansible_vault": "$ANSIBLE_VAULT;1.1;AES256\n00"}, tmp_path)
     assert "ANSIBLE_VAULT_PASSWORD_FILE" in str(err.value)
+
+
+def test_role_defaults_apply_under_inventory_vars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmrack.validation import hosts
+
+    monkeypatch.delenv("ANSIBLE_CONFIG", raising=False)
+    monkeypatch.delenv("ANSIBLE_ROLES_PATH", raising=False)
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    defaults = tmp_path / "roles" / "common" / "defaults"
+    defaults.mkdir(parents=True)
+    (defaults / "main.yml").write_text(yaml.safe_dump({
+        "common_sysctl": {"vm.swappiness": 0}, "common_kernel_cmdline": ["iommu=pt"],
+        "common_file": "{{ something }}.conf"}))
+    (tmp_path / "ansible.cfg").write_text("[defaults]\nroles_path = roles\n")
+    inv = tmp_path / "inventory"
+    inv.mkdir()
+    (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"n1": {
+        "ansible_connection": "local", "common_kernel_cmdline": ["iommu=pt", "pci=realloc=off"]}}}}))
+    merged = hosts.host_vars(str(inv), "n1")
+    assert merged["common_sysctl"] == {"vm.swappiness": 0}  # from the role
+    assert merged["common_kernel_cmdline"] == ["iommu=pt", "pci=realloc=off"]  # the inventory wins
+    assert "common_file" not in merged  # templated: only Ansible can evaluate it
