@@ -218,7 +218,33 @@ def nvml_source() -> str:
     return resources.files("llmrack.validation").joinpath("gpu_nvml.py").read_text()
 
 
-def collector_script(level: str, python: str) -> str:
+@dataclass(frozen=True)
+class ServingImageProbe:
+    """Run the probe inside the node's serving image (where its torch is, on a rack), through containerd's `ctr`,
+    with the accelerator runtime arguments the serving role uses. The image is the one the running serving
+    container was started from."""
+
+    namespace: str = "llmrack"
+    container: str = "llmrack-serving"
+    snapshotter: str = "overlayfs"
+    runtime_args: tuple[str, ...] = ()
+
+    def command(self, level: str) -> str:
+        ns, ctr = shlex.quote(self.namespace), shlex.quote(self.container)
+        args = " ".join(shlex.quote(a) for a in self.runtime_args)
+        return (
+            f"img=$(ctr -n {ns} containers info {ctr} 2>/dev/null"
+            " | sed -n 's/^ *\"Image\": \"\\(.*\\)\",*$/\\1/p' | head -n1); "
+            f'if [ -z "$img" ]; then echo "no {self.container} container in namespace {self.namespace}: '
+            'no serving image to run the probe in" >&2; exit 125; fi; '
+            f"ctr -n {ns} run --rm --snapshotter {shlex.quote(self.snapshotter)} {args} "
+            '--mount type=bind,src="$d",dst=/llmrack-probe,options=rbind:ro '
+            "--mount type=bind,src=/dev/shm,dst=/dev/shm,options=rbind:rw "
+            f'"$img" llmrack-probe-$$ python /llmrack-probe/probe.py --level {shlex.quote(level)}'
+        )
+
+
+def collector_script(level: str, python: str, image: ServingImageProbe | None = None) -> str:
     """The shell script that runs every item on the node and prints a base64 tar of the results."""
     lines = ["d=$(mktemp -d)", "cd \"$d\" || exit 3"]
     for name, command in ITEMS.items():
@@ -231,19 +257,18 @@ def collector_script(level: str, python: str) -> str:
     if level in ("standard", "full"):
         src = base64.b64encode(probe_source().encode()).decode()
         lines.append(f"echo {src} | base64 -d > probe.py")
-        lines.append(
-            f"( {python} probe.py --level {shlex.quote(level)} ) >{PROBE}.out 2>{PROBE}.err </dev/null; "
-            f"echo $? >{PROBE}.rc"
-        )
+        run_probe = image.command(level) if image else f"{python} probe.py --level {shlex.quote(level)}"
+        lines.append(f"( {run_probe} ) >{PROBE}.out 2>{PROBE}.err </dev/null; echo $? >{PROBE}.rc")
         lines.append("rm -f probe.py")
     # tar of the whole directory, base64 so any byte survives the text channel.
     lines.append('tar -C "$d" -czf - . | base64 -w0; rc=$?; rm -rf "$d"; exit $rc')
     return "\n".join(lines)
 
 
-def gather(runner: Runner, host: str, level: str, python: str = "python3") -> Evidence:
+def gather(runner: Runner, host: str, level: str, python: str = "python3",
+           image: ServingImageProbe | None = None) -> Evidence:
     """Run the collector on a node over `runner` (a testinfra Host) and return its evidence."""
-    script = collector_script(level, python)
+    script = collector_script(level, python, image)
     started = datetime.now(UTC)
     try:
         result = runner.run("sh -c %s", script)

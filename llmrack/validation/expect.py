@@ -14,6 +14,9 @@ Inventory variables read (host or group vars; see docs/validation.md):
   (for these role variables the roles' defaults/main.yml apply under the inventory, when the inventory's
   ansible.cfg names a roles_path: see llmrack.validation.hosts.role_defaults)
   llmrack_validation_python   the node's Python with torch, for the probes (default: python3)
+  llmrack_validation_probe_runner   host (that Python) | serving-image (inside the serving image, via ctr,
+                              with serving_containerd_namespace, serving_container_name, containerd_snapshotter
+                              and serving_runtime_args as the serving role uses them)
   llmrack_validation_services units that must be enabled and active (default: by node kind)
 """
 
@@ -30,6 +33,7 @@ from llmrack import catalog
 from llmrack.catalog import Accelerator, Vendor
 from llmrack.errors import UsageError
 from llmrack.spec import DeploymentSpec, parse_spec
+from llmrack.validation.evidence import ServingImageProbe
 
 
 class NodeKind(StrEnum):
@@ -53,6 +57,7 @@ class Expectations:
     serving_url: str | None = None
     api_keys: tuple[str, ...] = ()
     python: str = "python3"
+    probe_image: ServingImageProbe | None = None
 
     @property
     def device_label(self) -> str:
@@ -112,6 +117,16 @@ def build(
     keys = hostvars.get("serving_api_keys") or []
     if isinstance(keys, str):
         keys = [keys]
+    probe_image = None
+    if hostvars.get("llmrack_validation_probe_runner", "host") == "serving-image":
+        runtime = hostvars.get("serving_runtime_args") or {}
+        key = {NodeKind.nvidia: "cuda", NodeKind.ascend: "npu"}.get(kind, "cpu")
+        probe_image = ServingImageProbe(
+            namespace=str(hostvars.get("serving_containerd_namespace") or "llmrack"),
+            container=str(hostvars.get("serving_container_name") or "llmrack-serving"),
+            snapshotter=str(hostvars.get("containerd_snapshotter") or "overlayfs"),
+            runtime_args=tuple(str(a) for a in runtime.get(key, [])),
+        )
     return Expectations(
         host=host,
         kind=kind,
@@ -122,6 +137,7 @@ def build(
         serving_url=hostvars.get("llmrack_serving_url"),
         api_keys=tuple(str(k) for k in keys),
         python=str(hostvars.get("llmrack_validation_python") or "python3"),
+        probe_image=probe_image,
     )
 
 

@@ -16,7 +16,7 @@ from llmrack.errors import LlmrackError
 from llmrack.validation import expect
 
 # Roles whose public defaults are expectations (what a converged node has unless the inventory overrides it).
-ROLES_WITH_EXPECTATIONS = ("common", "nvidia_driver", "ascend_driver", "nccl_tuning")
+ROLES_WITH_EXPECTATIONS = ("common", "containerd", "nvidia_driver", "ascend_driver", "nccl_tuning", "serving")
 
 
 def use_inventory_config(inventory: str | None) -> None:

@@ -52,7 +52,7 @@ class Target:
     def gather(self, level: str) -> Evidence:
         if self.dump is not None:
             return self.dump
-        ev = gather(self.host, self.name, level, self.exp.python)
+        ev = gather(self.host, self.name, level, self.exp.python, self.exp.probe_image)
         if self.exp.serving_url:
             model = self.exp.spec.model.label if self.exp.spec else None
             ev.items["serving"] = serving_probe.probe(self.exp.serving_url, self.exp.api_keys, model)

@@ -18,8 +18,9 @@ import pytest
 import testinfra  # type: ignore[import-untyped]
 
 from llmrack.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
+from llmrack.validation import expect
 from llmrack.validation import hosts as hosts_mod
-from llmrack.validation.evidence import Evidence, GatherError, gather
+from llmrack.validation.evidence import Evidence, GatherError, ServingImageProbe, gather
 
 
 class Level(StrEnum):
@@ -111,25 +112,24 @@ def collect(out: Path, level: Level, local: bool, inventory: Path | None, limit:
     _ansible_on_path()
     if local == (inventory is not None):
         raise UsageError("give exactly one of --local or --inventory INV")
-    targets: list[tuple[str, object, str]] = []
+    targets: list[tuple[str, object, str, ServingImageProbe | None]] = []
     if local:
-        targets.append((socket.gethostname(), testinfra.get_host("local://"), python or sys.executable))
+        targets.append((socket.gethostname(), testinfra.get_host("local://"), python or sys.executable, None))
     else:
         assert inventory is not None
         patterns = [f"ansible://{p.strip()}" for p in limit.split(",") if p.strip()]
         for host in hosts_mod.get_hosts(patterns, str(inventory)):
             name = host.backend.get_hostname()
-            node_python = python or str(hosts_mod.host_vars(str(inventory), name).get("llmrack_validation_python")
-                                        or "python3")
-            targets.append((name, host, node_python))
+            exp = expect.build(name, hosts_mod.host_vars(str(inventory), name), where=str(inventory))
+            targets.append((name, host, python or exp.python, exp.probe_image))
     if not targets:
         raise UsageError(f"no host in {inventory} matches {limit!r}")
     if len(targets) > 1 and out.name.endswith((".tar.gz", ".tgz")):
         raise UsageError(f"{len(targets)} hosts selected: give a directory for --out (one archive per host)")
     written = []
-    for name, host, node_python in targets:
+    for name, host, node_python, image in targets:
         try:
-            ev = gather(host, name, level.value, node_python)  # type: ignore[arg-type]
+            ev = gather(host, name, level.value, node_python, image)  # type: ignore[arg-type]
         except GatherError as exc:
             raise UsageError(str(exc)) from None
         dest = out if len(targets) == 1 else out / f"{name}.tar.gz"

@@ -94,3 +94,20 @@ def test_role_defaults_apply_under_inventory_vars(tmp_path: Path, monkeypatch: p
     assert merged["common_sysctl"] == {"vm.swappiness": 0}  # from the role
     assert merged["common_kernel_cmdline"] == ["iommu=pt", "pci=realloc=off"]  # the inventory wins
     assert "common_file" not in merged  # templated: only Ansible can evaluate it
+
+
+def test_probe_in_the_serving_image_uses_the_serving_roles_settings() -> None:
+    from llmrack.validation.evidence import collector_script
+
+    exp = expect.build("n1", {
+        "group_names": ["nvidia_nodes"], "llmrack_deployment": SPEC, "llmrack_validation_probe_runner": "serving-image",
+        "containerd_snapshotter": "native",
+        "serving_runtime_args": {"cuda": ["--runc-binary", "/usr/bin/nvidia-container-runtime",
+                                          "--env", "NVIDIA_VISIBLE_DEVICES=all"], "cpu": []}})
+    assert exp.probe_image is not None and exp.probe_image.snapshotter == "native"
+    script = collector_script("standard", exp.python, exp.probe_image)
+    assert ("ctr -n llmrack run --rm --snapshotter native --runc-binary /usr/bin/nvidia-container-runtime "
+            "--env NVIDIA_VISIBLE_DEVICES=all") in script
+    assert "containers info llmrack-serving" in script and "/llmrack-probe/probe.py --level standard" in script
+    assert expect.build("n2", {"group_names": ["cpu_nodes"]}).probe_image is None  # default: the host's Python
+    assert "python3 probe.py --level full" in collector_script("full", "python3")
