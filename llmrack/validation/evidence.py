@@ -56,6 +56,10 @@ ITEMS: dict[str, str] = {
     "cpuinfo": "cat /proc/cpuinfo",
     "meminfo": "cat /proc/meminfo",
     "nproc": "nproc",
+    # Software versions a support engineer asks for first; each line says which tool answered.
+    "versions": "for c in 'python3 --version' 'containerd --version' 'runc --version' 'nvidia-smi --version' "
+    "'nv-fabricmanager --version' 'npu-smi -v' 'ctr --version'; do printf '$ %s\\n' \"$c\"; sh -c \"$c\" 2>&1 "
+    "| head -n 3; done",
     "ip-link": "ip -o link show",
     "systemctl": "for u in " + " ".join(UNITS) + "; do "
     'printf "%s %s %s\\n" "$u" "$(systemctl is-enabled "$u" 2>/dev/null || true)" '

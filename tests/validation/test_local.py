@@ -18,7 +18,12 @@ def test_local_standard_writes_three_reports(tmp_path: Path) -> None:
     assert proc.returncode == rep["summary"]["exit_code"], proc.stdout + proc.stderr
     assert (out / "report.html").read_text().startswith("<!doctype html>")
     checks = by_id(rep)
-    assert len(junit_cases(out)) == len(checks)
+    cases = junit_cases(out)
+    assert len(cases) == len(checks)
+    # junit carries the same verdicts as properties, for CI systems that only read junit.
+    props = [{p.get("name"): p.get("value") for p in case.iter("property")} for case in cases]
+    assert all(p.get("status") in ("pass", "fail", "skip", "error") for p in props)
+    assert any(p.get("unit") == "GFLOPS" and float(p["measured"]) > 0 for p in props)
     [node] = rep["nodes"]
     assert rep["nodes"][node]["kind"] == "cpu" and rep["level"] == "standard"
     # The CPU is measured (a number against a threshold), the accelerator probes skip with the reason.
