@@ -255,12 +255,16 @@ def nvidia_driver_version(ev: Evidence, exp: Expectations) -> Outcome:
 
 def nvidia_persistence_mode(ev: Evidence, exp: Expectations, index: int) -> Outcome:
     mode = _gpu(ev, index).persistence_mode
+    if mode is None:
+        return error("the node's nvidia-smi/NVML does not report persistence_mode")
     return judge(mode == "Enabled", mode, "== Enabled", None,
                  "" if mode == "Enabled" else "without persistence the driver tears down and re-initialises the GPU")
 
 
 def nvidia_ecc_mode(ev: Evidence, exp: Expectations, index: int) -> Outcome:
     mode = _gpu(ev, index).ecc_mode
+    if mode is None:
+        return error("the node's nvidia-smi/NVML does not report ecc.mode.current")
     return judge(mode == "Enabled", mode, "== Enabled", None)
 
 
@@ -333,7 +337,12 @@ def nvidia_nvlink(ev: Evidence, exp: Expectations, index: int) -> Outcome:
     if acc.nvlink_links == 0:
         return skip(f"{acc.name} is a PCIe part: no NVLink expected")
     _gpu(ev, index)  # a GPU the driver lost has no link worth reading
-    links = nv.nvlink_status(item(ev, "nvidia-smi-nvlink", "nvidia-smi").out).get(index)
+    got = item(ev, "nvidia-smi-nvlink", "nvidia-smi")
+    status = nv.nvlink_status(got.out)
+    if not status:
+        said = (got.out.strip() or got.err.strip()).splitlines()[:1]
+        return error(f"`nvidia-smi nvlink -s` listed no GPU (exit {got.rc}): {said[0] if said else 'no output'}")
+    links = status.get(index)
     if links is None:
         return failed("absent", f"== {acc.nvlink_links} active", "links", f"GPU {index} missing from nvlink -s")
     active = [i for i, speed in links.items() if speed]

@@ -42,6 +42,14 @@ UNITS = (
     "prometheus-node-exporter",
 )
 
+GPU_FIELDS = (
+    "index,pci.bus_id,name,uuid,driver_version,persistence_mode,ecc.mode.current,"
+    "ecc.errors.uncorrected.volatile.total,ecc.errors.uncorrected.aggregate.total,pcie.link.gen.current,"
+    "pcie.link.gen.max,pcie.link.width.current,pcie.link.width.max,clocks_throttle_reasons.active,pstate,"
+    "memory.total,temperature.gpu,power.draw"
+)
+GPU_BASIC_FIELDS = "index,pci.bus_id,name,uuid,driver_version,persistence_mode,pstate,memory.total"
+
 # name -> shell command run on the node. Names are file names in a dump; keep them stable.
 ITEMS: dict[str, str] = {
     "uname": "uname -a",
@@ -73,10 +81,12 @@ ITEMS: dict[str, str] = {
     "infiniband": "ls /sys/class/infiniband",
     # NVIDIA. The CSV query is what the checks parse (header kept, so column order never matters); -q and
     # topo are kept for the humans reading a dump.
-    "nvidia-smi-query": "nvidia-smi --query-gpu=index,pci.bus_id,name,uuid,driver_version,persistence_mode,"
-    "ecc.mode.current,ecc.errors.uncorrected.volatile.total,ecc.errors.uncorrected.aggregate.total,"
-    "pcie.link.gen.current,pcie.link.gen.max,pcie.link.width.current,pcie.link.width.max,"
-    "clocks_throttle_reasons.active,pstate,memory.total,temperature.gpu,power.draw --format=csv,nounits",
+    # A tool that rejects one field rejects the whole query ('Field "x" is not a valid field to query.'): ask
+    # again with the basic fields, so count, SKU, memory and driver are still judged and the rest say why not.
+    "nvidia-smi-query": f'out=$(nvidia-smi --query-gpu={GPU_FIELDS} --format=csv,nounits 2>&1); rc=$?; '
+    'if [ $rc -ne 0 ] && printf "%s" "$out" | grep -q "is not a valid field"; then '
+    f'printf "%s\\n" "$out" >&2; nvidia-smi --query-gpu={GPU_BASIC_FIELDS} --format=csv,nounits; '
+    'else printf "%s\\n" "$out"; exit $rc; fi',
     "nvidia-smi-remapped-rows": "nvidia-smi --query-remapped-rows=gpu_bus_id,remapped_rows.correctable,"
     "remapped_rows.uncorrectable,remapped_rows.pending,remapped_rows.failure --format=csv",
     "nvidia-smi-q": "nvidia-smi -q",

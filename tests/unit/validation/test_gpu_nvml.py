@@ -71,3 +71,33 @@ def test_checks_prefer_nvml_over_nvidia_smi() -> None:
     # NVML unavailable on the node (exit 4): nvidia-smi answers.
     ev.items["nvml-query"] = Item("nvml-query", 4, "", "NVML could not start: Driver Not Loaded")
     assert checks.run(checks.nvidia_gpu_count, ev, exp).measured == 8
+
+
+def test_query_falls_back_to_basic_fields_when_a_field_is_rejected(tmp_path: Any) -> None:
+    """nvidia-smi rejects the whole query for one unknown field (old drivers, the lab's simulated tool): the
+    collector asks again with the basic fields, and the checks needing the others say they are not reported."""
+    import os
+    import subprocess
+
+    from llmrack.validation.evidence import GPU_BASIC_FIELDS, ITEMS
+
+    tool = tmp_path / "nvidia-smi"
+    tool.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in *ecc.mode.current*)\n'
+        '  echo \'Field "ecc.mode.current" is not a valid field to query.\'; exit 2;;\nesac\n'
+        f'[ "$1" = "--query-gpu={GPU_BASIC_FIELDS}" ] || exit 9\n'
+        "echo 'index, pci.bus_id, name, uuid, driver_version, persistence_mode, pstate, memory.total [MiB]'\n"
+        "echo '0, 00000000:07:00.0, NVIDIA A100-SXM4-80GB, GPU-0, 550.127.05, Enabled, P0, 81920'\n")
+    tool.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["sh", "-c", ITEMS["nvidia-smi-query"]], capture_output=True, text=True, env=env,
+                          check=False)
+    assert proc.returncode == 0 and "is not a valid field" in proc.stderr
+    ev = evidence("nvidia-smi-a100-hgx-healthy")
+    ev.items["nvidia-smi-query"] = Item("nvidia-smi-query", proc.returncode, proc.stdout, proc.stderr)
+    exp = expectations("nvidia", "a100-80g", nvidia_driver_version="550.127.05")
+    assert checks.run(checks.nvidia_driver_version, ev, exp).status == "pass"
+    assert checks.run(checks.nvidia_sku, ev, exp, 0).status == "pass"
+    ecc = checks.run(checks.nvidia_ecc_mode, ev, exp, 0)
+    assert ecc.status == "error" and "ecc.mode.current" in ecc.detail
