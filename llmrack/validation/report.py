@@ -84,6 +84,14 @@ tr.pass td.status { background: #27ae60; color: #fff; }
 <p id="summary">level {{ report.level }}; {{ report.summary.nodes }} node(s);
 {% for s in statuses %}{{ report.summary[s] }} {{ s }}{% if not loop.last %}, {% endif %}{% endfor %};
 {{ report.seconds }} s; generated {{ report.generated_at }}</p>
+<table class="nodes"><thead><tr><th>node</th><th>kind</th><th>accelerator</th>
+{% for s in statuses %}<th>{{ s }}</th>{% endfor %}</tr></thead><tbody>
+{% for name, info in report.nodes.items() %}
+<tr class="{{ 'fail' if info.summary.get('fail') or info.summary.get('error') else 'pass' }}">
+<td><a href="#node-{{ name }}">{{ name }}</a></td><td>{{ info.kind }}</td><td>{{ info.accelerator or "" }}</td>
+{% for s in statuses %}<td>{{ info.summary.get(s, 0) }}</td>{% endfor %}</tr>
+{% endfor %}
+</tbody></table>
 {% for name, info in report.nodes.items() %}
 <h2 id="node-{{ name }}">{{ name }}: {{ info.kind }}{% if info.accelerator %} ({{ info.expected_devices }} x
 {{ info.accelerator }}){% endif %}</h2>

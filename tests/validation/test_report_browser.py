@@ -79,6 +79,8 @@ def test_html_report_in_headless_chromium(tmp_path: Path) -> None:
 
     parsed = Tables()
     parsed.feed(dom)
+    # The overview table links each node's table.
+    assert '<table class="nodes">' in dom and 'href="#node-a100-node4"' in dom and 'id="node-a100-node5"' in dom
     assert parsed.title.strip() == "llmrack validation: FAILED"
     rep = report(out)
     assert set(parsed.tables) == set(rep["nodes"]) == {"a100-node4", "a100-node5"}
