@@ -6,6 +6,7 @@ No HTTP here (the routers own that); everything a client can get wrong becomes a
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -51,6 +52,26 @@ class Stream:
 
 def _sse(payload: str) -> str:
     return f"data: {payload}\n\n"
+
+
+class _ChunkTemplate:
+    """Renders one stream chunk per token without building a pydantic model each time (the hot path of SSE).
+
+    The fixed part is rendered once by the pydantic model itself, so the output is byte-identical to
+    `chunk.model_dump_json()`; only the text and the finish reason are spliced in.
+    """
+
+    TEXT, REASON = "\u0000TEXT\u0000", "\u0000REASON\u0000"
+
+    def __init__(self, rendered: str) -> None:
+        quoted_text, quoted_reason = json.dumps(self.TEXT), json.dumps(self.REASON)
+        head, _, rest = rendered.partition(quoted_text)
+        middle, _, tail = rest.partition(quoted_reason)
+        self._parts = (f"data: {head}", middle, f"{tail}\n\n")
+
+    def render(self, text: str, reason: str | None) -> str:
+        head, middle, tail = self._parts
+        return f"{head}{json.dumps(text, ensure_ascii=False)}{middle}{json.dumps(reason)}{tail}"
 
 
 def _finish(reason: FinishReason | None) -> str | None:
@@ -233,6 +254,8 @@ class OpenAIService:
     async def _completion_chunks(self, engine: AsyncEngine, rid: str, model: str, created: int,
                                  include_usage: bool) -> AsyncIterator[str]:
         last = None
+        template = _ChunkTemplate(CompletionResponse(id=rid, created=created, model=model, choices=[
+            CompletionChoice(text=_ChunkTemplate.TEXT, finish_reason=_ChunkTemplate.REASON)]).model_dump_json())
         try:
             async for out in engine.stream(rid):
                 last = out
@@ -240,10 +263,8 @@ class OpenAIService:
                     yield _sse(ErrorResponse.model_validate({"error": {"message": ENGINE_FAILURE,
                                                                        "type": "internal_error"}}).model_dump_json())
                     break
-                if out.delta_text or out.finished:
-                    chunk = CompletionResponse(id=rid, created=created, model=model, choices=[
-                        CompletionChoice(text=out.delta_text, finish_reason=_finish(out.finish_reason))])
-                    yield _sse(chunk.model_dump_json())
+                if out.delta_text or out.new_token_ids or out.finished:
+                    yield template.render(out.delta_text, _finish(out.finish_reason))
             if include_usage and last is not None:
                 usage = Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
                               total_tokens=last.prompt_tokens + last.completion_tokens)
@@ -260,17 +281,17 @@ class OpenAIService:
             first = ChatCompletionChunk(id=rid, created=created, model=model, choices=[
                 ChatChunkChoice(delta=ChatDelta(role="assistant", content=""))])
             yield _sse(first.model_dump_json())
+            template = _ChunkTemplate(ChatCompletionChunk(id=rid, created=created, model=model, choices=[
+                ChatChunkChoice(delta=ChatDelta(content=_ChunkTemplate.TEXT), finish_reason=_ChunkTemplate.REASON)
+            ]).model_dump_json())
             async for out in engine.stream(rid):
                 last = out
                 if out.finish_reason is FinishReason.error:
                     yield _sse(ErrorResponse.model_validate({"error": {"message": ENGINE_FAILURE,
                                                                        "type": "internal_error"}}).model_dump_json())
                     break
-                if out.delta_text or out.finished:
-                    delta = ChatDelta(content=out.delta_text) if out.delta_text else ChatDelta()
-                    chunk = ChatCompletionChunk(id=rid, created=created, model=model, choices=[
-                        ChatChunkChoice(delta=delta, finish_reason=_finish(out.finish_reason))])
-                    yield _sse(chunk.model_dump_json())
+                if out.delta_text or out.new_token_ids or out.finished:
+                    yield template.render(out.delta_text, _finish(out.finish_reason))
             if include_usage and last is not None:
                 usage = Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
                               total_tokens=last.prompt_tokens + last.completion_tokens)

@@ -12,7 +12,7 @@ import typer
 
 from llmrack import __version__
 from llmrack.cli import catalog_cmd, image_cmd, inventory_cmd, plan_cmd, scan_cmd, spec_cmd, validate_cmd
-from llmrack.cli import model_cmd, serve_cmd  # serving layer (issue 3)
+from llmrack.cli import bench_cmd, model_cmd, serve_cmd  # serving layer (issue 3)
 from llmrack.cli.output import stderr
 from llmrack.errors import LlmrackError
 
@@ -32,6 +32,7 @@ app.command("scan")(scan_cmd.scan)
 app.add_typer(validate_cmd.app, name="validate")
 app.command("serve")(serve_cmd.serve)
 app.add_typer(model_cmd.app, name="model")
+app.add_typer(bench_cmd.app, name="bench")
 
 
 @app.callback(invoke_without_command=True)

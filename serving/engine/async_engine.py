@@ -10,6 +10,19 @@ from serving.engine.sampling import SamplingParams
 from serving.engine.sequence import RequestOutput
 
 
+def _merge(a: RequestOutput, b: RequestOutput) -> RequestOutput:
+    return RequestOutput(
+        request_id=a.request_id,
+        delta_text=a.delta_text + b.delta_text,
+        new_token_ids=a.new_token_ids + b.new_token_ids,
+        prompt_tokens=b.prompt_tokens,
+        completion_tokens=b.completion_tokens,
+        finished=b.finished,
+        finish_reason=b.finish_reason,
+        error=b.error,
+    )
+
+
 class AsyncEngine:
     def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
         self.engine = engine
@@ -43,6 +56,10 @@ class AsyncEngine:
         try:
             while not finished:
                 out = await queue.get()
+                # When the client or the loop fell behind, several steps' outputs are waiting: send them as one
+                # chunk (one socket write) instead of one per token, so a slow consumer cannot slow the rest.
+                while not out.finished and not queue.empty():
+                    out = _merge(out, queue.get_nowait())
                 finished = out.finished
                 yield out
         finally:

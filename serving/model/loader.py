@@ -82,10 +82,16 @@ def weights_bytes(model: Any) -> int:
 
 def quantize_int8(model: Any) -> Any:
     """INT8 dynamic quantisation of every nn.Linear (weights int8, activations quantised per batch at run time)."""
+    import warnings
+
     import torch
     from torch.ao.quantization import quantize_dynamic
 
-    return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
+    with warnings.catch_warnings():
+        # torch 2.13 flags quantized tensor creation as deprecated (pytorch/pytorch#184982, moving to torchao);
+        # it still works and is the only INT8 path here that needs no extra package.
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
 
 
 def load(

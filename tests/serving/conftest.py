@@ -11,8 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
+import torch._dynamo  # noqa: F401  # see below
 
 from serving.model.tiny import Arch, make_tiny
+
+# Why torch._dynamo is imported at collection time: other test modules import ansible, which replaces sys.intern
+# with a callable object; torch._dynamo, when first imported after that (transformers does it lazily while loading
+# a model), refuses to register its polyfill for sys.intern and raises TypeError. Importing it first avoids the clash.
 
 ARCHS = [a.value for a in Arch]
 
