@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 python3-venv python3-dev git make curl ca-certificates)
+# The lab (llmrack lab): podman nodes built with debootstrap, run with runc; ssh to reach them.
+APT_PACKAGES+=(podman buildah skopeo debootstrap runc openssh-client xz-utils)
 # Images (llmrack image build / scan tests): podman builds offline on a debootstrapped Debian base.
 APT_PACKAGES+=(podman buildah skopeo debootstrap runc)
 APT_PACKAGES+=(chromium)  # headless browser: the validation report test looks at report.html

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from llmrack import __version__
-from llmrack.cli import catalog_cmd, image_cmd, inventory_cmd, plan_cmd, scan_cmd, spec_cmd, validate_cmd
+from llmrack.cli import catalog_cmd, image_cmd, inventory_cmd, lab_cmd, plan_cmd, scan_cmd, spec_cmd, validate_cmd
 from llmrack.cli import bench_cmd, model_cmd, serve_cmd  # serving layer (issue 3)
 from llmrack.cli.output import stderr
 from llmrack.errors import LlmrackError
@@ -29,6 +29,7 @@ app.add_typer(catalog_cmd.app, name="catalog")
 app.add_typer(inventory_cmd.app, name="inventory")
 app.add_typer(image_cmd.app, name="image")
 app.command("scan")(scan_cmd.scan)
+app.add_typer(lab_cmd.app, name="lab")
 app.add_typer(validate_cmd.app, name="validate")
 app.command("serve")(serve_cmd.serve)
 app.add_typer(model_cmd.app, name="model")

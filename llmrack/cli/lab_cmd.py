@@ -1,0 +1,116 @@
+"""`llmrack lab up|status|down`: the rack in a box (thin over llmrack.lab.lab)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from llmrack.cli.output import emit_json, info, stderr, stdout
+from llmrack.lab import lab
+from llmrack.lab.state import Profile
+
+app = typer.Typer(help="Rack in a box: Debian 12 nodes in podman, provisioned by the Ansible roles over SSH.",
+                  no_args_is_help=True)
+
+LAB_DIR = typer.Option(lab.DEFAULT_LAB_DIR, "--lab-dir", help="where the lab keeps its state, keys and inventory")
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=stderr,
+                    transient=False)
+
+
+@app.command("up")
+def up(
+    nodes: int = typer.Option(2, "--nodes", "-n", help="number of nodes (node1 also runs Prometheus)"),
+    profile: list[Profile] = typer.Option(
+        [], "--profile", "-p",
+        help="node profile, once per node in order; the last one fills the rest (default: cpu)",
+    ),
+    provision: bool = typer.Option(True, "--provision/--no-provision", help="run site.yml after booting"),
+    serving: bool = typer.Option(
+        True, "--serving/--no-serving", help="build the serving image and tiny model and deploy them (serving play)"
+    ),
+    lab_dir: Path = LAB_DIR,
+) -> None:
+    """Build (once) the node image, boot the nodes, write the inventory and run site.yml; nodes stay up."""
+    with _progress() as progress:
+        task = progress.add_task("starting", total=None)
+
+        def step(msg: str) -> None:
+            progress.update(task, description=msg)
+            progress.console.print(f"[dim]lab:[/dim] {msg}", highlight=False)
+
+        def on_task(name: str) -> None:
+            progress.update(task, description=f"site.yml: {name}")
+
+        result = lab.up(lab_dir, nodes, profile, provision=provision, serving=serving, step=step, on_task=on_task)
+        progress.update(task, description="done")
+    for name, secs in result.seconds.items():
+        info(f"  {name}: {secs:.0f} s")
+    _report(result)
+
+
+@app.command("provision")
+def provision(
+    playbook: str = typer.Option("site.yml", "--playbook", help="playbook under ansible/playbooks"),
+    lab_dir: Path = LAB_DIR,
+) -> None:
+    """Re-run a playbook against the running lab (a second run must report changed=0)."""
+    with _progress() as progress:
+        task = progress.add_task(playbook, total=None)
+        result = lab.provision(lab_dir, playbook,
+                               on_task=lambda name: progress.update(task, description=f"{playbook}: {name}"))
+    info(f"  {playbook}: {result.seconds[playbook]:.0f} s")
+    _report(result)
+
+
+def _report(result: lab.UpResult) -> None:
+    for host, counts in sorted(result.recap.items()):
+        info(f"  {host}: " + " ".join(f"{k}={v}" for k, v in counts.items() if k in ("ok", "changed", "failed",
+                                                                                   "unreachable")))
+    if result.log:
+        info(f"log: {result.log}")
+    info(f"inventory: {result.state.inventory}")
+    failed = result.failed_hosts
+    if result.rc != 0 and not result.recap:
+        stderr.print(f"[red]ansible-playbook failed before any host ran (exit {result.rc})[/red]; see {result.log}",
+                     highlight=False)
+        raise typer.Exit(1)
+    if failed or result.rc != 0:
+        stderr.print(f"[red]failed:[/red] {', '.join(failed) or 'see the log'}; the other nodes were provisioned. "
+                     "Re-run `llmrack lab up` (same options) to converge them.", highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command("status")
+def status(
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    lab_dir: Path = LAB_DIR,
+) -> None:
+    """Show the lab's nodes, their ports and the inventory path."""
+    data = lab.status(lab_dir)
+    if as_json:
+        emit_json(data)
+        return
+    stdout.print(f"inventory: {data['inventory']}")
+    for node in data["nodes"]:
+        last = node["last_run"] or {}
+        stdout.print(
+            f"{node['name']:<7} {node['profile']:<10} {'running' if node['running'] else 'stopped':<8} "
+            f"ssh={node['ssh']} serving={node['serving_url']}"
+            + (f" prometheus={node['prometheus_url']}" if node["prometheus_url"] else "")
+            + (f" last run: changed={last.get('changed')} failed={last.get('failed')}" if last else ""),
+            highlight=False,
+        )
+
+
+@app.command("down")
+def down(lab_dir: Path = LAB_DIR) -> None:
+    """Remove the nodes, their network and the lab's state; the cached node image stays."""
+    removed, image = lab.down(lab_dir)
+    info(f"removed {len(removed)} container(s) and the lab state in {lab_dir}")
+    info(f"kept the cached node image {image} and built serving artifacts in {lab_dir}/cache; remove them with "
+         f"`podman image rm {image}` and `rm -rf {lab_dir}`")

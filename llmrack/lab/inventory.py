@@ -1,0 +1,140 @@
+"""The lab's Ansible inputs: SSH key, inventory (groups as in CONTRACTS), vault, ansible.cfg.
+
+The inventory has the same shape as the example rack inventories (ansible/inventories/examples/); only the
+values differ: hosts are 127.0.0.1 with a published port, downloads come from the lab mirror, containerd
+uses the native snapshotter because overlay cannot mount inside a node.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmrack.lab import sim
+from llmrack.lab.nodes import MIRROR_ON_NODE
+from llmrack.lab.state import GROUP_OF_PROFILE, LabState, Profile
+
+ANSIBLE_DIR = Path(__file__).resolve().parents[2] / "ansible"
+HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
+
+
+def ensure_ssh_key(state: LabState) -> None:
+    key = state.ssh_key
+    if key.exists():
+        return
+    key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "llmrack-lab", "-f", str(key)], check=True)
+
+
+def host_extra_cas() -> list[dict[str, str]]:
+    """The CA certificates this host added locally (e.g. a TLS-inspecting egress proxy's): nodes trust them too."""
+    if not HOST_CA_DIR.is_dir():
+        return []
+    return [{"name": p.stem, "content": p.read_text()} for p in sorted(HOST_CA_DIR.glob("*.crt"))]
+
+
+def lab_vars(serving: dict[str, Any] | None) -> dict[str, Any]:
+    vers = sim.versions()
+    mirror = f"file://{MIRROR_ON_NODE}"
+    data: dict[str, Any] = {
+        "common_extra_ca_certificates": host_extra_cas(),
+        # Lab nodes share the host's clock and NTP is not reachable from them.
+        "common_timesync_enabled": False,
+        "containerd_snapshotter": "native",
+        "nvidia_driver_version": vers["nvidia-driver"],
+        "nvidia_driver_install_method": "runfile",
+        "nvidia_driver_mirror_url": f"{mirror}/nvidia",
+        "nvidia_fabricmanager_mirror_url": f"{mirror}/nvidia",
+        "nvidia_container_toolkit_version": vers["nvidia-container-toolkit"],
+        "nvidia_container_toolkit_install_method": "mirror_debs",
+        "nvidia_container_toolkit_mirror_url": f"{mirror}/nvidia/container-toolkit",
+        "ascend_driver_version": vers["ascend-driver"],
+        "ascend_driver_firmware_version": vers["ascend-firmware"],
+        "ascend_driver_cann_version": vers["ascend-cann"],
+        "ascend_driver_mirror_url": f"{mirror}/ascend",
+        "ascend_runtime_version": vers["ascend-docker-runtime"],
+        "ascend_runtime_mirror_url": f"{mirror}/ascend",
+    }
+    if serving:
+        data.update(serving)
+    return data
+
+
+def write_vault(state: LabState, ansible_bin: Path, api_key: str) -> None:
+    pw = state.lab_dir / "vault-password"
+    if not pw.exists():
+        pw.write_text(secrets.token_urlsafe(24) + "\n")
+        pw.chmod(0o600)
+    vault = state.lab_dir / "inventory" / "group_vars" / "all" / "vault.yml"
+    if vault.exists():
+        return
+    vault.write_text(yaml.safe_dump({"serving_api_keys": [api_key]}))
+    subprocess.run(
+        [str(ansible_bin / "ansible-vault"), "encrypt", "--vault-password-file", str(pw), str(vault)],
+        check=True, capture_output=True,
+    )
+
+
+def write_inventory(state: LabState, deployment: dict[str, Any], serving: dict[str, Any] | None) -> None:
+    inv = state.inventory.parent
+    (inv / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
+    groups: dict[str, dict[str, Any]] = {g: {"hosts": {}} for g in GROUP_OF_PROFILE.values()}
+    monitoring: dict[str, Any] = {"hosts": {}}
+    for node in state.nodes:
+        host: dict[str, Any] = {
+            "ansible_host": "127.0.0.1",
+            "ansible_port": node.ssh_port,
+            "llmrack_serving_url": node.serving_url,
+            "llmrack_lab_profile": node.profile.value,
+        }
+        if node.profile is not Profile.cpu:
+            # Simulated accelerators cannot run kernels: the serving layer runs on the node's CPU.
+            host["serving_device"] = "cpu"
+        groups[GROUP_OF_PROFILE[node.profile]]["hosts"][node.name] = host
+        if node.monitoring:
+            monitoring["hosts"][node.name] = {}
+    hosts = {
+        "all": {
+            "vars": {"ansible_user": "root", "ansible_python_interpreter": "/usr/bin/python3"},
+            "children": {
+                "serving_nodes": {"children": groups},
+                "monitoring": monitoring,
+            },
+        }
+    }
+    header = "# Written by `llmrack lab up`; regenerated on every run.\n"
+    state.inventory.write_text(header + yaml.safe_dump(hosts, sort_keys=False))
+    (inv / "group_vars" / "all" / "deployment.yml").write_text(
+        header + yaml.safe_dump({"llmrack_deployment": deployment}, sort_keys=False)
+    )
+    (inv / "group_vars" / "all" / "lab.yml").write_text(header + yaml.safe_dump(lab_vars(serving), sort_keys=False))
+
+
+def write_ansible_cfg(state: LabState) -> None:
+    lab = state.lab_dir.resolve()
+    state.ansible_cfg.write_text(
+        "# Written by `llmrack lab up`: the repository's settings plus where this lab keeps its inputs.\n"
+        "[defaults]\n"
+        f"roles_path = {ANSIBLE_DIR / 'roles'}\n"
+        f"inventory = {state.inventory.resolve()}\n"
+        f"vault_password_file = {lab / 'vault-password'}\n"
+        f"private_key_file = {state.ssh_key.resolve()}\n"
+        "remote_user = root\n"
+        "forks = 32\n"
+        "gathering = smart\n"
+        "fact_caching = jsonfile\n"
+        f"fact_caching_connection = {lab / 'facts'}\n"
+        "fact_caching_timeout = 86400\n"
+        "host_key_checking = False\n"
+        "retry_files_enabled = False\n"
+        "interpreter_python = /usr/bin/python3\n"
+        "nocows = True\n"
+        "[ssh_connection]\n"
+        "pipelining = True\n"
+        "ssh_args = -o ControlMaster=auto -o ControlPersist=300s -o UserKnownHostsFile=/dev/null "
+        "-o StrictHostKeyChecking=no -o IdentitiesOnly=yes -o LogLevel=ERROR\n"
+    )

@@ -1,0 +1,186 @@
+"""`llmrack lab up/status/down`: the lab's steps, independent of the CLI (which only shows progress)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmrack.errors import UsageError
+from llmrack.lab import image, inventory, nodes, serving_artifacts, sim
+from llmrack.lab.podman import Podman
+from llmrack.lab.runner import ansible_bin, run_playbook
+from llmrack.lab.state import LabState, NodeState, Profile, load, prefix_for, save
+
+DEFAULT_LAB_DIR = Path(".lab")
+MAX_NODES = 16
+
+
+@dataclass
+class UpResult:
+    state: LabState
+    rc: int
+    recap: dict[str, dict[str, int]]
+    log: Path | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def failed_hosts(self) -> list[str]:
+        failed = [h for h, c in self.recap.items() if c.get("failed", 0) or c.get("unreachable", 0)]
+        missing = [n.name for n in self.state.nodes if n.name not in self.recap]
+        return sorted(set(failed + (missing if self.rc != 0 else [])))
+
+
+Step = Callable[[str], None]
+
+
+def _profiles_for(count: int, profiles: list[Profile]) -> list[Profile]:
+    """Node i gets the i-th profile; the last one given fills the rest (default: all cpu)."""
+    if not profiles:
+        profiles = [Profile.cpu]
+    if len(profiles) > count:
+        raise UsageError(f"{len(profiles)} profiles given for {count} nodes; give at most one per node")
+    return [profiles[min(i, len(profiles) - 1)] for i in range(count)]
+
+
+def _plan_nodes(lab_dir: Path, count: int, profiles: list[Profile], existing: LabState | None) -> LabState:
+    if not 1 <= count <= MAX_NODES:
+        raise UsageError(f"--nodes must be from 1 to {MAX_NODES}, got {count}")
+    prefix = prefix_for(lab_dir)
+    state = existing or LabState(lab_dir=lab_dir, prefix=prefix, network=prefix, image=image.IMAGE)
+    if len(state.nodes) > count:
+        raise UsageError(
+            f"the lab in {lab_dir} has {len(state.nodes)} nodes; `llmrack lab down` first to start with fewer"
+        )
+    wanted = _profiles_for(count, profiles)
+    for node, profile in zip(state.nodes, wanted, strict=False):
+        if profiles and node.profile is not profile:
+            raise UsageError(f"{node.name} exists with profile {node.profile.value}; `llmrack lab down` to change it")
+    taken = {p for n in state.nodes for p in (n.ssh_port, n.http_port, n.prometheus_port) if p}
+    for i in range(len(state.nodes), count):
+        name = f"node{i + 1}"
+        first = i == 0
+        state.nodes.append(
+            NodeState(
+                name=name, container=f"{prefix}-{name}", profile=wanted[i],
+                ssh_port=nodes.free_port(taken), http_port=nodes.free_port(taken),
+                prometheus_port=nodes.free_port(taken) if first else None, monitoring=first,
+            )
+        )
+    return state
+
+
+def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = True, serving: bool = True,
+       step: Step = lambda _m: None, on_task: Step = lambda _t: None) -> UpResult:
+    lab_dir = lab_dir.resolve()
+    timings: dict[str, float] = {}
+    podman = Podman(lab_dir)
+    t = time.monotonic()
+    step("node image")
+    image.build_image(podman, lab_dir / "work", log=step)
+    timings["image"] = time.monotonic() - t
+
+    state = _plan_nodes(lab_dir, count, profiles, load(lab_dir))
+    save(state)
+    inventory.ensure_ssh_key(state)
+    mirror = lab_dir / "mirror"
+    step("mirror: simulated accelerator installers and the serving image")
+    t = time.monotonic()
+    sim.build_mirror(mirror)
+    artifacts = serving_artifacts.prepare(lab_dir, mirror, log=step) if serving else None
+    timings["artifacts"] = time.monotonic() - t
+
+    t = time.monotonic()
+    nodes.ensure_network(podman, state.network)
+    for node in state.nodes:
+        step(f"booting {node.name} ({node.profile.value})")
+        nodes.start_node(podman, state, node, mirror)
+    for node in state.nodes:
+        nodes.wait_for_ssh(state, node)
+        nodes.install_sim_hardware(podman, node)
+    timings["boot"] = time.monotonic() - t
+
+    inventory.write_inventory(
+        state, serving_artifacts.deployment(artifacts), artifacts.ansible_vars if artifacts else None
+    )
+    inventory.write_vault(state, ansible_bin(), serving_artifacts.api_key(lab_dir))
+    inventory.write_ansible_cfg(state)
+    save(state)
+    if not provision:
+        return UpResult(state, 0, {}, None, timings)
+    step("ansible-playbook site.yml")
+    # Until the serving image and model can be built, everything else is still provisioned.
+    extra = [] if artifacts else ["--skip-tags", "serving"]
+    rc, recap, log, secs = run_playbook(
+        inventory.ANSIBLE_DIR / "playbooks" / "site.yml", state.ansible_cfg, lab_dir / "logs", extra, on_task=on_task
+    )
+    timings["site.yml"] = secs
+    state.last_run = recap
+    save(state)
+    return UpResult(state, rc, recap, log, timings)
+
+
+def provision(lab_dir: Path, playbook: str = "site.yml", extra_args: list[str] | None = None,
+              on_task: Step = lambda _t: None) -> UpResult:
+    """Re-run a playbook against a running lab (what a second `lab up` does, without the boot checks)."""
+    state = require(lab_dir)
+    rc, recap, log, secs = run_playbook(
+        inventory.ANSIBLE_DIR / "playbooks" / playbook, state.ansible_cfg, state.lab_dir / "logs",
+        extra_args, on_task=on_task,
+    )
+    return UpResult(state, rc, recap, log, {playbook: secs})
+
+
+def require(lab_dir: Path) -> LabState:
+    state = load(lab_dir.resolve())
+    if state is None:
+        raise UsageError(f"no lab in {lab_dir} (start one with `llmrack lab up`)")
+    return state
+
+
+def status(lab_dir: Path) -> dict[str, Any]:
+    state = require(lab_dir)
+    podman = Podman(state.lab_dir)
+    out_nodes = []
+    for node in state.nodes:
+        info = podman.inspect(node.container)
+        out_nodes.append({
+            "name": node.name,
+            "profile": node.profile.value,
+            "container": node.container,
+            "running": bool(info and info["State"]["Running"]),
+            "ssh": f"127.0.0.1:{node.ssh_port}",
+            "serving_url": node.serving_url,
+            "prometheus_url": node.prometheus_url,
+            "last_run": state.last_run.get(node.name),
+        })
+    return {
+        "lab_dir": str(state.lab_dir),
+        "inventory": str(state.inventory),
+        "ansible_cfg": str(state.ansible_cfg),
+        "api_key_file": str(serving_artifacts.api_key_file(state.lab_dir)),
+        "ssh_key": str(state.ssh_key),
+        "nodes": out_nodes,
+    }
+
+
+def down(lab_dir: Path) -> tuple[list[str], str]:
+    """Remove the nodes, their network and the lab's state; keep the cached node image."""
+    lab_dir = lab_dir.resolve()
+    state = load(lab_dir)
+    podman = Podman(lab_dir)
+    removed: list[str] = []
+    if state is not None:
+        removed = nodes.remove_all(podman, state)
+    keep = serving_artifacts.cache_dir(lab_dir)
+    for child in lab_dir.iterdir() if lab_dir.exists() else []:
+        if child == keep:
+            continue
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    return removed, image.IMAGE

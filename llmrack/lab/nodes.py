@@ -1,0 +1,100 @@
+"""Boot, inspect and remove lab nodes: privileged podman containers running systemd and sshd.
+
+Privileged because the nodes run containerd (nested containers) like a real rack node; every port is
+published on 127.0.0.1 only, and the host reaches nodes only through those ports.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from llmrack.lab import sim
+from llmrack.lab.podman import Podman, PodmanError
+from llmrack.lab.state import LabState, NodeState
+
+MIRROR_ON_NODE = "/srv/mirror"
+SERVING_PORT_ON_NODE = 8000
+PROMETHEUS_PORT_ON_NODE = 9090
+
+
+def free_port(taken: set[int]) -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in taken:
+            taken.add(port)
+            return port
+
+
+def ensure_network(podman: Podman, name: str) -> None:
+    if not podman.ok("network", "exists", name):
+        podman.run("network", "create", name)
+
+
+def start_node(podman: Podman, state: LabState, node: NodeState, mirror: Path) -> None:
+    """Create the node's container, or start it if it exists but is stopped."""
+    info = podman.inspect(node.container)
+    if info is not None:
+        if not info["State"]["Running"]:
+            podman.run("start", node.container)
+        return
+    ports = ["-p", f"127.0.0.1:{node.ssh_port}:22", "-p", f"127.0.0.1:{node.http_port}:{SERVING_PORT_ON_NODE}"]
+    if node.prometheus_port:
+        ports += ["-p", f"127.0.0.1:{node.prometheus_port}:{PROMETHEUS_PORT_ON_NODE}"]
+    podman.run(
+        "run", "-d", "--runtime", "runc", "--privileged",
+        "--name", node.container, "--hostname", node.name,
+        "--network", state.network, "--network-alias", node.name,
+        *ports,
+        "--label", f"llmrack.lab={state.prefix}",
+        "-v", f"{state.ssh_key.with_suffix('.pub')}:/root/.ssh/authorized_keys:ro",
+        "-v", f"{mirror}:{MIRROR_ON_NODE}:ro",
+        state.image,
+    )
+
+
+def install_sim_hardware(podman: Podman, node: NodeState) -> None:
+    """Give a sim-* node the hardware description its stub tools answer from (before Ansible runs)."""
+    hw = sim.hardware_file(node.profile)
+    if hw is None:
+        return
+    target = sim.HARDWARE_PATH_ON_NODE
+    podman.run("exec", node.container, "mkdir", "-p", str(Path(target).parent))
+    podman.run("cp", str(hw), f"{node.container}:{target}")
+
+
+def wait_for_ssh(state: LabState, node: NodeState, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    cmd = [
+        "ssh", "-i", str(state.ssh_key), "-p", str(node.ssh_port), "-o", "BatchMode=yes",
+        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=3",
+        "-o", "LogLevel=ERROR", "root@127.0.0.1", "true",
+    ]
+    last = ""
+    while time.monotonic() < deadline:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode == 0:
+            return
+        last = proc.stderr.strip()
+        time.sleep(1)
+    raise PodmanError(f"{node.name}: sshd did not answer on 127.0.0.1:{node.ssh_port} within {timeout:.0f} s: {last}")
+
+
+def remove_all(podman: Podman, state: LabState) -> list[str]:
+    removed = []
+    for node in state.nodes:
+        if podman.inspect(node.container) is not None:
+            podman.run("rm", "-f", "-t", "5", node.container)
+            removed.append(node.container)
+    # Containers a crashed `up` left behind without recording them.
+    leftover = podman.run("ps", "-a", "-q", "--filter", f"label=llmrack.lab={state.prefix}").split()
+    for cid in leftover:
+        podman.run("rm", "-f", "-t", "5", cid)
+        removed.append(cid)
+    if podman.ok("network", "exists", state.network):
+        podman.run("network", "rm", state.network)
+    return removed

@@ -1,0 +1,131 @@
+"""What the lab serves: the CPU serving image and a tiny model, built once and cached, put in the lab mirror.
+
+They come from the project's own commands (`llmrack image build`, `llmrack model make-tiny`); the serving
+role installs them from the mirror (mounted at /srv/mirror on every node) as it would from a rack's mirror.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmrack.errors import LlmrackError
+from llmrack.lab.nodes import MIRROR_ON_NODE
+
+MODEL_NAME = "tiny-qwen2"
+HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
+SERVED_NAME = "tiny"
+
+
+@dataclass(frozen=True)
+class ServingArtifacts:
+    archive: Path
+    digest: str
+    reference: str
+    model_dir: Path
+
+    @property
+    def ansible_vars(self) -> dict[str, Any]:
+        return {
+            "serving_image_archive_url": f"file://{MIRROR_ON_NODE}/serving/{self.archive.name}",
+            "serving_image_digest": self.digest,
+            "serving_image_reference": self.reference,
+            "serving_model_dir": f"{MIRROR_ON_NODE}/models/{MODEL_NAME}",
+        }
+
+
+def cache_dir(lab_dir: Path) -> Path:
+    return lab_dir / "cache"
+
+
+def api_key_file(lab_dir: Path) -> Path:
+    return lab_dir / "api-key"
+
+
+def api_key(lab_dir: Path) -> str:
+    path = api_key_file(lab_dir)
+    if not path.exists():
+        lab_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text("lab-" + secrets.token_urlsafe(24) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _llmrack(*args: str) -> subprocess.CompletedProcess[str]:
+    # The console script installed next to this interpreter (the project venv).
+    exe = Path(sys.executable).parent / "llmrack"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from llmrack.cli.main import run; run()"]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, check=False)
+
+
+def available() -> bool:
+    """True once the image and model commands exist (they are built by other parts of the project)."""
+    return all(_llmrack(*cmd, "--help").returncode == 0 for cmd in (("image", "build"), ("model", "make-tiny")))
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() and dst.stat().st_ino == src.stat().st_ino:
+        return
+    dst.unlink(missing_ok=True)
+    os.link(src, dst)
+
+
+def prepare(lab_dir: Path, mirror: Path, log: Callable[[str], None]) -> ServingArtifacts | None:
+    if not available():
+        log("serving image/model commands not available: the lab provisions without the serving role")
+        return None
+    cache = cache_dir(lab_dir)
+    image_dir = cache / "serving-image"
+    meta = image_dir / "image.json"
+    if not meta.exists():
+        log("building the CPU serving image (llmrack image build --variant cpu; cached afterwards)")
+        # Builds run behind the same TLS-inspecting egress as the nodes: trust the host's local CAs.
+        cas = [a for ca in sorted(HOST_CA_DIR.glob("*.crt")) for a in ("--extra-ca-certs", str(ca))]
+        proc = _llmrack("image", "build", "--variant", "cpu", "--out", str(image_dir), *cas)
+        if proc.returncode != 0:
+            raise LlmrackError(f"llmrack image build failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    info = json.loads(meta.read_text())
+    archive = Path(info["archive"])
+    if not archive.is_absolute():
+        archive = image_dir / archive
+    model_dir = cache / "models" / MODEL_NAME
+    if not (model_dir / "config.json").exists():
+        log("writing a tiny Qwen2 model (llmrack model make-tiny)")
+        proc = _llmrack("model", "make-tiny", "--arch", "qwen2", "--out", str(model_dir))
+        if proc.returncode != 0:
+            raise LlmrackError(f"llmrack model make-tiny failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    _link(archive, mirror / "serving" / archive.name)
+    for f in model_dir.rglob("*"):
+        if f.is_file():
+            _link(f, mirror / "models" / MODEL_NAME / f.relative_to(model_dir))
+    return ServingArtifacts(archive=archive, digest=info["digest"], reference=info.get("reference", ""),
+                            model_dir=model_dir)
+
+
+def deployment(artifacts: ServingArtifacts | None) -> dict[str, Any]:
+    """The lab's deployment spec (parsed by llmrack.spec like any other)."""
+    model: dict[str, Any] = {"name": "deepseek-r1-distill-qwen-1.5b", "source": f"{MIRROR_ON_NODE}/models"}
+    if artifacts is not None:
+        model = {
+            "name": MODEL_NAME,
+            "config": str(artifacts.model_dir / "config.json"),
+            "source": f"{MIRROR_ON_NODE}/models/{MODEL_NAME}",
+            "served_name": SERVED_NAME,
+        }
+    return {
+        "name": "lab",
+        "environment": "lab",
+        "model": model,
+        # The lab's nodes are CPUs; the accelerator names the rack this deployment stands in for.
+        "accelerator": "a100-80g",
+        "nodes": 1,
+        "serving": {"max_model_len": 512, "max_num_seqs": 8, "max_queue": 32, "replicas": 1, "port": 8000},
+    }

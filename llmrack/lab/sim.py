@@ -1,0 +1,111 @@
+"""Simulated accelerators for lab nodes: builds the stub installers of tests/fixtures/sim into the lab's mirror.
+
+The stubs exist only in the source tree's test fixtures; a lab node of a sim-* profile also gets the
+hardware description its stub tools answer from. The roles never know: they install from the mirror and
+query nvidia-smi / npu-smi as on a rack.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+from llmrack.errors import LlmrackError
+from llmrack.lab.state import Profile
+
+SIM_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "sim"
+HARDWARE_PATH_ON_NODE = "/etc/llmrack-sim/hardware.json"
+PAYLOAD_MARK = "__LLMRACK_SIM_PAYLOAD__"
+
+# fixture directory -> (mirror subdirectory, file name pattern)
+RUN_INSTALLERS = {
+    "nvidia-driver": ("nvidia", "NVIDIA-Linux-x86_64-{v}.run"),
+    "ascend-driver": ("ascend", "Ascend-hdk-910b-npu-driver_{v}_linux-x86-64.run"),
+    "ascend-firmware": ("ascend", "Ascend-hdk-910b-npu-firmware_{v}.run"),
+    "ascend-cann": ("ascend", "Ascend-cann-toolkit_{v}_linux-x86_64.run"),
+    "ascend-docker-runtime": ("ascend", "Ascend-docker-runtime_{v}_linux-x86_64.run"),
+}
+
+
+def sim_dir() -> Path:
+    if not (SIM_DIR / "versions.json").exists():
+        raise LlmrackError(f"simulated-accelerator fixtures not found at {SIM_DIR} (sim profiles need the source tree)")
+    return SIM_DIR
+
+
+def versions() -> dict[str, str]:
+    data: dict[str, str] = json.loads((sim_dir() / "versions.json").read_text())
+    return data
+
+
+def hardware_file(profile: Profile) -> Path | None:
+    if profile is Profile.cpu:
+        return None
+    return sim_dir() / "hardware" / f"{profile.value}.json"
+
+
+def _tar_dir(src: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(src, arcname=".")
+    return buf.getvalue()
+
+
+def _run_installer(src: Path, version: str) -> str:
+    """A makeself-like shell installer: header + base64 tarball of the fixture directory."""
+    payload = base64.encodebytes(_tar_dir(src)).decode()
+    return (
+        "#!/bin/sh\n"
+        f"# Simulated installer built by `llmrack lab` from tests/fixtures/sim/{src.name} (lab only).\n"
+        "set -e\n"
+        f"SIM_VERSION={version}\n"
+        "TMP=$(mktemp -d)\ntrap 'rm -rf \"$TMP\"' EXIT\n"
+        f"sed '1,/^{PAYLOAD_MARK}$/d' \"$0\" | base64 -d | tar -xz -C \"$TMP\"\n"
+        'PAYLOAD="$TMP/payload"\n'
+        '. "$TMP/install.sh"\n'
+        "exit 0\n"
+        f"{PAYLOAD_MARK}\n{payload}"
+    )
+
+
+def _built_tree(name: str, version: str, work: Path) -> Path:
+    out = work / name
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    src = sim_dir() / name
+    env = {**os.environ, "OUT": str(out), "PAYLOAD": str(src / "payload"), "SIM_VERSION": version}
+    subprocess.run(["sh", str(src / "install.sh")], env=env, check=True)
+    return out
+
+
+def build_mirror(mirror: Path) -> None:
+    """Write every simulated installer/archive/package into `mirror` (idempotent, cheap)."""
+    vers = versions()
+    for name, (sub, pattern) in RUN_INSTALLERS.items():
+        dest = mirror / sub / pattern.format(v=vers[name])
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(_run_installer(sim_dir() / name, vers[name]))
+        dest.chmod(0o755)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        v = vers["nvidia-fabricmanager"]
+        tree = _built_tree("nvidia-fabricmanager", v, work)
+        top = f"fabricmanager-linux-x86_64-{v}-archive"
+        with tarfile.open(mirror / "nvidia" / f"{top}.tar.xz", "w:xz") as tar:
+            tar.add(tree, arcname=top)
+        v = vers["nvidia-container-toolkit"]
+        tree = _built_tree("nvidia-container-toolkit", v, work)
+        debs = mirror / "nvidia" / "container-toolkit"
+        debs.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["dpkg-deb", "--root-owner-group", "--build", str(tree),
+             str(debs / f"nvidia-container-toolkit_{v}-1_amd64.deb")],
+            check=True, capture_output=True,
+        )

@@ -1,0 +1,90 @@
+"""The lab's state on disk: which nodes exist, how to reach them, where the inventory is."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+SSH_PORT_BASE = 22
+
+
+class Profile(StrEnum):
+    """What a node pretends to be; sim-* nodes get stub tools before Ansible runs (tests/fixtures/sim)."""
+
+    cpu = "cpu"
+    sim_a100 = "sim-a100"
+    sim_ascend = "sim-ascend"
+
+
+GROUP_OF_PROFILE = {Profile.cpu: "cpu_nodes", Profile.sim_a100: "nvidia_nodes", Profile.sim_ascend: "ascend_nodes"}
+
+
+class NodeState(BaseModel):
+    name: str
+    container: str
+    profile: Profile
+    ssh_port: int
+    http_port: int
+    prometheus_port: int | None = None
+    monitoring: bool = False
+
+    @property
+    def serving_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def prometheus_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.prometheus_port}" if self.prometheus_port else None
+
+
+class LabState(BaseModel):
+    lab_dir: Path
+    prefix: str
+    network: str
+    image: str
+    nodes: list[NodeState] = Field(default_factory=list)
+    last_run: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+    @property
+    def inventory(self) -> Path:
+        return self.lab_dir / "inventory" / "hosts.yml"
+
+    @property
+    def ansible_cfg(self) -> Path:
+        return self.lab_dir / "ansible.cfg"
+
+    @property
+    def ssh_key(self) -> Path:
+        return self.lab_dir / "ssh" / "id_ed25519"
+
+    @property
+    def monitoring_node(self) -> NodeState | None:
+        return next((n for n in self.nodes if n.monitoring), None)
+
+
+def state_file(lab_dir: Path) -> Path:
+    return lab_dir / "state.json"
+
+
+def prefix_for(lab_dir: Path) -> str:
+    """Container names unique per lab directory, so a test lab never touches a user's lab."""
+    digest = hashlib.sha256(str(lab_dir.resolve()).encode()).hexdigest()[:6]
+    return f"llmrack-lab-{digest}"
+
+
+def load(lab_dir: Path) -> LabState | None:
+    path = state_file(lab_dir)
+    if not path.exists():
+        return None
+    return LabState.model_validate(json.loads(path.read_text()))
+
+
+def save(state: LabState) -> None:
+    state.lab_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_file(state.lab_dir).with_suffix(".tmp")
+    tmp.write_text(state.model_dump_json(indent=2))
+    tmp.replace(state_file(state.lab_dir))
