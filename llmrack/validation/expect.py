@@ -186,15 +186,16 @@ def _vault_password_file(inventory: Path | None) -> Path | None:
 
 
 def _decrypt(ciphertext: str, inventory: Path | None) -> str:
-    # Imported here: only inventories with vaulted keys need ansible's (slow to import) library.
-    from ansible.parsing.vault import VaultLib, VaultSecret  # type: ignore[import-untyped]  # noqa: PLC0415
-
     pw_file = _vault_password_file(inventory)
     if pw_file is None or not pw_file.is_file():
         raise UsageError(
             "serving_api_keys is vault-encrypted but no vault password file was found "
             "(set ANSIBLE_VAULT_PASSWORD_FILE or vault_password_file in the inventory's ansible.cfg)"
         )
+    # Imported here: only inventories with vaulted keys need ansible's library, which is slow to import and
+    # patches sys.intern process-wide (torch._dynamo imported afterwards in the same process then fails).
+    from ansible.parsing.vault import VaultLib, VaultSecret  # type: ignore[import-untyped]  # noqa: PLC0415
+
     secret = VaultSecret(pw_file.read_bytes().strip())
     plain: bytes = VaultLib([("default", secret)]).decrypt(ciphertext.strip())
     return plain.decode()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from ansible.parsing.vault import VaultLib, VaultSecret
-from testinfra.utils.ansible_runner import AnsibleRunner
 
 from llmrack.errors import UsageError
 from llmrack.validation import expect
@@ -45,24 +44,33 @@ def test_invalid_spec_in_inventory_is_a_usage_error() -> None:
     assert "llmrack_deployment (host n1)" in str(err.value) and "a100" in str(err.value)
 
 
-def test_vaulted_api_keys_are_decrypted_with_the_inventory_password(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ANSIBLE_CONFIG", raising=False)
-    monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE", raising=False)
+def test_vaulted_api_keys_are_decrypted_with_the_inventory_password(tmp_path: Path) -> None:
+    # In a child process: importing ansible patches sys.intern, which breaks torch._dynamo imported later in the
+    # same process (other tests import torch). `llmrack validate` itself never imports torch.
     (tmp_path / "vault-password").write_text("s3cret\n")
     (tmp_path / "ansible.cfg").write_text("[defaults]\nvault_password_file = vault-password\n")
-    secret = VaultSecret(b"s3cret")
-    cipher = VaultLib([("default", secret)]).encrypt("key-abc").decode()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
+    cipher = subprocess.run(
+        ["ansible-vault", "encrypt_string", "--vault-password-file", str(tmp_path / "vault-password"), "key-abc"],
+        capture_output=True, text=True, check=True, env=env).stdout
     inv = tmp_path / "inventory"
     (inv / "group_vars" / "all").mkdir(parents=True)
     (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"n1": {"ansible_connection": "local"}}}}))
-    (inv / "group_vars" / "all" / "keys.yml").write_text(
-        "serving_api_keys:\n  - !vault |\n" + "".join(f"    {line}\n" for line in cipher.splitlines()))
-    monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
-    raw = AnsibleRunner(str(inv)).get_variables("n1")["serving_api_keys"]
-    assert raw != ["key-abc"]  # ansible-inventory leaves inline vault values encrypted
-    assert expect.reveal_vault(raw, inv) == ["key-abc"]
-    assert expect.ansible_cfg(inv) == tmp_path / "ansible.cfg"
+    body = cipher.split("!vault |", 1)[1]
+    (inv / "group_vars" / "all" / "keys.yml").write_text("serving_api_keys:\n  - !vault |" + body.replace("\n", "\n  "))
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from testinfra.utils.ansible_runner import AnsibleRunner\n"
+        "from llmrack.validation import expect\n"
+        "inv = Path(sys.argv[1])\n"
+        "raw = AnsibleRunner(str(inv)).get_variables('n1')['serving_api_keys']\n"
+        "print(raw != ['key-abc'], expect.reveal_vault(raw, inv), expect.ansible_cfg(inv))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(inv)], capture_output=True, text=True, env=env,
+                         check=True).stdout.split()
+    # ansible-inventory leaves inline vault values encrypted; the password file next to the inventory opens them.
+    assert out == ["True", "['key-abc']", str(tmp_path / "ansible.cfg")]
 
 
 def test_vaulted_keys_without_a_password_file_say_what_to_set(tmp_path: Path,
@@ -77,7 +85,8 @@ def test_vaulted_keys_without_a_password_file_say_what_to_set(tmp_path: Path,
 def test_role_defaults_apply_under_inventory_vars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from llmrack.validation import hosts
 
-    monkeypatch.delenv("ANSIBLE_CONFIG", raising=False)
+    # Set (not just deleted) so monkeypatch restores it: host_vars() exports the inventory's ansible.cfg.
+    monkeypatch.setenv("ANSIBLE_CONFIG", str(tmp_path / "ansible.cfg"))
     monkeypatch.delenv("ANSIBLE_ROLES_PATH", raising=False)
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
     defaults = tmp_path / "roles" / "common" / "defaults"
