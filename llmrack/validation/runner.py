@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 import testinfra  # type: ignore[import-untyped]
@@ -112,7 +114,7 @@ def collect(out: Path, level: Level, local: bool, inventory: Path | None, limit:
     _ansible_on_path()
     if local == (inventory is not None):
         raise UsageError("give exactly one of --local or --inventory INV")
-    targets: list[tuple[str, object, str, ServingImageProbe | None]] = []
+    targets: list[tuple[str, Any, str, ServingImageProbe | None]] = []
     if local:
         targets.append((socket.gethostname(), testinfra.get_host("local://"), python or sys.executable, None))
     else:
@@ -126,14 +128,17 @@ def collect(out: Path, level: Level, local: bool, inventory: Path | None, limit:
         raise UsageError(f"no host in {inventory} matches {limit!r}")
     if len(targets) > 1 and out.name.endswith((".tar.gz", ".tgz")):
         raise UsageError(f"{len(targets)} hosts selected: give a directory for --out (one archive per host)")
-    written = []
-    for name, host, node_python, image in targets:
+    # Nodes are read in parallel, as during a run; a node that cannot be read stops the collection.
+    with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
+        futures = [pool.submit(gather, host, name, level.value, node_python, image)
+                   for name, host, node_python, image in targets]
         try:
-            ev = gather(host, name, level.value, node_python, image)  # type: ignore[arg-type]
+            evidence = [f.result() for f in futures]
         except GatherError as exc:
             raise UsageError(str(exc)) from None
-        dest = out if len(targets) == 1 else out / f"{name}.tar.gz"
-        written.append(ev.write(dest))
+    written = []
+    for (name, *_), ev in zip(targets, evidence, strict=True):
+        written.append(ev.write(out if len(targets) == 1 else out / f"{name}.tar.gz"))
     return written
 
 
