@@ -8,7 +8,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from llmrack.cli.output import emit_json, info, stderr, stdout
-from llmrack.lab import lab
+from llmrack.lab import lab, serving_artifacts
 from llmrack.lab.state import Profile
 
 app = typer.Typer(help="Rack in a box: Debian 12 nodes in podman, provisioned by the Ansible roles over SSH.",
@@ -112,5 +112,6 @@ def down(lab_dir: Path = LAB_DIR) -> None:
     """Remove the nodes, their network and the lab's state; the cached node image stays."""
     removed, image = lab.down(lab_dir)
     info(f"removed {len(removed)} container(s) and the lab state in {lab_dir}")
-    info(f"kept the cached node image {image} and built serving artifacts in {lab_dir}/cache; remove them with "
-         f"`podman image rm {image}` and `rm -rf {lab_dir}`")
+    cache = serving_artifacts.cache_dir(lab_dir)
+    info(f"kept the cached node image {image} and the built serving image/model in {cache}; remove them with "
+         f"`podman image rm {image}` and `rm -rf {cache}`")

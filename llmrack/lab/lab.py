@@ -175,12 +175,9 @@ def down(lab_dir: Path) -> tuple[list[str], str]:
     removed: list[str] = []
     if state is not None:
         removed = nodes.remove_all(podman, state)
-    keep = serving_artifacts.cache_dir(lab_dir)
-    for child in lab_dir.iterdir() if lab_dir.exists() else []:
-        if child == keep:
-            continue
-        if child.is_dir():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
+    shutil.rmtree(lab_dir, ignore_errors=True)
     return removed, image.IMAGE
+
+
+def load_state(lab_dir: Path) -> LabState | None:
+    return load(lab_dir.resolve())

@@ -6,6 +6,7 @@ role installs them from the mirror (mounted at /srv/mirror on every node) as it 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -41,8 +42,29 @@ class ServingArtifacts:
         }
 
 
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+# What the served code is built from: a change here means a new image (the lab runs only `python -m serving`).
+IMAGE_INPUTS = ("serving", "images", "pyproject.toml")
+
+
 def cache_dir(lab_dir: Path) -> Path:
-    return lab_dir / "cache"
+    """Shared by every lab on this machine (a test lab reuses what `llmrack lab up` built), outside the lab dir."""
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "llmrack" / "lab"
+
+
+def source_key() -> str:
+    """Hash of the sources the image is built from, so a stale cached image is never served."""
+    digest = hashlib.sha256()
+    for name in IMAGE_INPUTS:
+        root = SOURCE_ROOT / name
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for f in files:
+            if "__pycache__" in f.parts or f.suffix == ".pyc":
+                continue
+            digest.update(str(f.relative_to(SOURCE_ROOT)).encode())
+            digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def api_key_file(lab_dir: Path) -> Path:
@@ -83,7 +105,7 @@ def prepare(lab_dir: Path, mirror: Path, log: Callable[[str], None]) -> ServingA
         log("serving image/model commands not available: the lab provisions without the serving role")
         return None
     cache = cache_dir(lab_dir)
-    image_dir = cache / "serving-image"
+    image_dir = cache / f"serving-image-{source_key()}"
     meta = image_dir / "image.json"
     if not meta.exists():
         log("building the CPU serving image (llmrack image build --variant cpu; cached afterwards)")

@@ -1,0 +1,76 @@
+"""Time the lab: first `llmrack lab up --nodes 2`, a no-op re-run of site.yml on 2 nodes, and on 4 nodes.
+
+    .venv/bin/python benchmarks/lab_timings.py            # node image and serving image cached if present
+    .venv/bin/python benchmarks/lab_timings.py --cold     # from nothing: removes both caches first
+
+Runs the real CLI in its own lab directory (.lab-bench) and prints the figures (docs/lab.md records them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LLMRACK = Path(sys.executable).parent / "llmrack"
+
+
+def run(*args: str) -> tuple[float, str]:
+    start = time.monotonic()
+    proc = subprocess.run([str(LLMRACK), *args], cwd=ROOT, capture_output=True, text=True, check=False)
+    secs = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.exit(f"llmrack {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return secs, proc.stderr
+
+
+def changed(lab_dir: Path) -> dict[str, int]:
+    state = json.loads((lab_dir / "state.json").read_text())
+    return {h: c["changed"] for h, c in state.get("last_run", {}).items()}
+
+
+def recap(stderr: str) -> dict[str, int]:
+    out = {}
+    for line in stderr.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0].startswith("node") and parts[0].endswith(":"):
+            fields = dict(p.split("=") for p in parts[1:] if "=" in p)
+            out[parts[0][:-1]] = int(fields.get("changed", -1))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cold", action="store_true", help="remove the cached node image and serving image first")
+    ap.add_argument("--lab-dir", type=Path, default=ROOT / ".lab-bench")
+    args = ap.parse_args()
+    lab = str(args.lab_dir)
+    if (args.lab_dir / "state.json").exists():
+        run("lab", "down", "--lab-dir", lab)
+    if args.cold:
+        from llmrack.lab import image, serving_artifacts  # noqa: PLC0415
+
+        subprocess.run(["podman", "image", "rm", "-f", image.IMAGE], capture_output=True, check=False,
+                       env={**os.environ, "CONTAINERS_CONF": str(ROOT / ".lab" / "containers.conf")})
+        shutil.rmtree(serving_artifacts.cache_dir(args.lab_dir), ignore_errors=True)
+    figures: dict[str, object] = {"cold": args.cold}
+    figures["first_up_2_nodes_s"], _ = run("lab", "up", "--nodes", "2", "--lab-dir", lab)
+    figures["noop_site_2_nodes_s"], err = run("lab", "provision", "--lab-dir", lab)
+    figures["noop_changed_2_nodes"] = recap(err)
+    figures["grow_to_4_nodes_s"], _ = run("lab", "up", "--nodes", "4", "--lab-dir", lab)
+    figures["noop_site_4_nodes_s"], err = run("lab", "provision", "--lab-dir", lab)
+    figures["noop_changed_4_nodes"] = recap(err)
+    figures["ratio_4_to_2"] = round(float(figures["noop_site_4_nodes_s"]) / float(figures["noop_site_2_nodes_s"]), 2)
+    figures["down_s"], _ = run("lab", "down", "--lab-dir", lab)
+    for key, value in figures.items():
+        print(f"{key:<24} {round(value, 1) if isinstance(value, float) else value}")
+
+
+if __name__ == "__main__":
+    main()

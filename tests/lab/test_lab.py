@@ -1,0 +1,125 @@
+"""The rack in a box, for real: nodes converged by site.yml over SSH, checked with testinfra and HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+import testinfra
+
+from llmrack.lab import lab, serving_artifacts
+from llmrack.lab.state import Profile
+
+pytestmark = pytest.mark.lab
+
+
+def _host(result: lab.UpResult, name: str) -> Any:
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=str(result.state.inventory))
+
+
+def _node(result: lab.UpResult, profile: Profile) -> Any:
+    return next(n for n in result.state.nodes if n.profile is profile)
+
+
+def test_site_converges_every_node(lab_up: lab.UpResult) -> None:
+    assert lab_up.rc == 0, f"site.yml failed, see {lab_up.log}"
+    assert sorted(lab_up.recap) == sorted(n.name for n in lab_up.state.nodes)
+    assert all(c["failed"] == 0 and c["unreachable"] == 0 for c in lab_up.recap.values()), lab_up.recap
+
+
+def test_status_reports_inventory_and_serving_urls(lab_up: lab.UpResult) -> None:
+    status = lab.status(lab_up.state.lab_dir)
+    assert status["inventory"] == str(lab_up.state.inventory)
+    assert [(n["name"], n["running"]) for n in status["nodes"]] == [(n.name, True) for n in lab_up.state.nodes]
+    assert all(n["serving_url"].startswith("http://127.0.0.1:") for n in status["nodes"])
+
+
+@pytest.mark.parametrize("node", ["node1", "node2"])
+def test_containerd_and_serving_run(lab_up: lab.UpResult, node: str) -> None:
+    host = _host(lab_up, node)
+    for unit in ("containerd", "llmrack-serving", "prometheus-node-exporter"):
+        assert host.service(unit).is_running, unit
+        assert host.service(unit).is_enabled, unit
+    assert host.file("/etc/containerd/conf.d/10-llmrack.toml").contains('snapshotter = "native"')
+    assert host.socket("tcp://0.0.0.0:8000").is_listening
+
+
+def test_nvidia_stack_on_the_simulated_a100(lab_up: lab.UpResult) -> None:
+    host = _host(lab_up, _node(lab_up, Profile.sim_a100).name)
+    gpus = host.check_output("nvidia-smi --query-gpu=name,driver_version,persistence_mode --format=csv,noheader")
+    assert gpus.splitlines() == ["NVIDIA A100-SXM4-80GB, 550.127.05, Enabled"] * 8
+    assert host.service("nvidia-fabricmanager").is_running
+    assert "550.127.05" in host.check_output("nv-fabricmanager --version")
+    env = host.file("/etc/llmrack/nccl.env").content_string
+    assert "NCCL_IB_HCA=mlx5_0,mlx5_1,mlx5_2,mlx5_3" in env
+    assert host.file("/etc/modules-load.d/llmrack-nvidia-peermem.conf").exists
+    assert "nvidia-container-runtime" in host.check_output("containerd config dump")
+    assert host.file("/etc/cdi/nvidia.yaml").contains("nvidia.com/gpu")
+
+
+def test_ascend_stack_on_the_simulated_910b(lab_up: lab.UpResult) -> None:
+    host = _host(lab_up, _node(lab_up, Profile.sim_ascend).name)
+    assert host.user("HwHiAiUser").exists
+    assert host.file("/usr/local/Ascend/driver/version.info").contains("Version=24.1.rc3")
+    assert host.file("/usr/local/Ascend/firmware/version.info").contains("Version=7.5.0.1.129")
+    assert host.check_output("npu-smi info -t health -i %s", "7").strip() == "Health Status                  : OK"
+    assert "ascend-docker-runtime" in host.check_output("containerd config dump")
+
+
+@pytest.mark.parametrize("profile", [Profile.sim_ascend, Profile.sim_a100])
+def test_serving_answers_a_completion(lab_up: lab.UpResult, profile: Profile) -> None:
+    url = _node(lab_up, profile).serving_url
+    key = serving_artifacts.api_key(lab_up.state.lab_dir)
+    denied = httpx.post(f"{url}/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 4}, timeout=60)
+    assert denied.status_code == 401
+    resp = httpx.post(
+        f"{url}/v1/completions",
+        json={"model": serving_artifacts.SERVED_NAME, "prompt": "The rack", "max_tokens": 8},
+        headers={"Authorization": f"Bearer {key}"}, timeout=120,
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["choices"][0]["text"]
+    assert body["usage"]["completion_tokens"] > 0
+
+
+def _prom(result: lab.UpResult, query: str) -> list[dict[str, Any]]:
+    mon = result.state.monitoring_node
+    assert mon is not None and mon.prometheus_url
+    resp = httpx.get(f"{mon.prometheus_url}/api/v1/query", params={"query": query}, timeout=30)
+    resp.raise_for_status()
+    data: list[dict[str, Any]] = resp.json()["data"]["result"]
+    return data
+
+
+def test_prometheus_scrapes_exporters_of_every_node(lab_up: lab.UpResult) -> None:
+    names = {n.name for n in lab_up.state.nodes}
+    expected = {(job, n) for job in ("node", "serving") for n in names}
+    # Targets turn up at their first scrape (every 15 s): poll for a while rather than sleep blindly.
+    deadline = time.monotonic() + 90
+    while True:
+        up = {(r["metric"]["job"], r["metric"]["node"]) for r in _prom(lab_up, 'up{job=~"node|serving"} == 1')}
+        if up == expected or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert up == expected
+    counts = {r["metric"]["vendor"]: float(r["value"][1]) for r in _prom(lab_up, "llmrack_accelerator_count")}
+    assert counts == {"nvidia": 8.0, "ascend": 8.0}
+
+
+def test_alert_rules_are_loaded(lab_up: lab.UpResult) -> None:
+    mon = lab_up.state.monitoring_node
+    assert mon is not None and mon.prometheus_url
+    groups = httpx.get(f"{mon.prometheus_url}/api/v1/rules", timeout=30).json()["data"]["groups"]
+    names = {r["name"] for g in groups for r in g["rules"]}
+    assert {"NodeExporterDown", "AcceleratorMissing", "ServingDown", "ServingQueueFilling"} <= names
+
+
+def test_second_run_changes_nothing(lab_up: lab.UpResult) -> None:
+    again = lab.provision(lab_up.state.lab_dir)
+    assert again.rc == 0, f"see {again.log}"
+    changed = {h: c["changed"] for h, c in again.recap.items()}
+    assert changed == {n.name: 0 for n in lab_up.state.nodes}, json.dumps(again.recap)
