@@ -70,7 +70,8 @@ class Expectations:
         explicit = self.vars.get("llmrack_validation_services")
         if explicit is not None:
             return [str(s) for s in explicit]
-        units = ["containerd"]
+        # site.yml runs the containerd and monitoring roles on every node (node exporter for Prometheus).
+        units = ["containerd", "prometheus-node-exporter"]
         if self.serving_url or "serving_nodes" in self.vars.get("group_names", []):
             units.append("llmrack-serving")
         if self.kind is NodeKind.nvidia:
