@@ -107,5 +107,5 @@ def wait_ready(url: str, timeout: float = 60.0) -> None:
 
 @pytest.fixture(scope="module")
 def server(qwen2_dir: Path) -> Iterator[ThreadServer]:
-    with ThreadServer(qwen2_dir, max_num_seqs=8, max_model_len=256, max_queue=64) as srv:
+    with ThreadServer(qwen2_dir, max_num_seqs=8, max_model_len=1024, max_queue=64) as srv:
         yield srv

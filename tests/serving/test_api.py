@@ -77,8 +77,8 @@ def error_of(response: httpx.Response) -> dict:
         ({"model": "tiny-qwen2", "prompt": "x", "max_tokens": "many"}, "max_tokens"),
         ({"model": "tiny-qwen2", "prompt": "x", "temperature": "hot"}, "temperature"),
         ({"model": "tiny-qwen2", "prompt": 42}, "prompt"),
-        ({"model": "tiny-qwen2", "prompt": "word " * 400}, "prompt"),  # longer than max_model_len (256)
-        ({"model": "tiny-qwen2", "prompt": "x", "max_tokens": 300}, "max_tokens"),  # prompt + max_tokens > 256
+        ({"model": "tiny-qwen2", "prompt": "word " * 1200}, "prompt"),  # longer than max_model_len (1024)
+        ({"model": "tiny-qwen2", "prompt": "x", "max_tokens": 1100}, "max_tokens"),  # prompt + max_tokens > 1024
         ({"model": "tiny-qwen2", "prompt": [1, 2, 99999]}, "prompt"),  # token id outside the vocabulary
         ({"prompt": "x"}, "model"),
     ],
@@ -116,7 +116,7 @@ def test_unknown_route_is_404_in_openai_shape(server: ThreadServer) -> None:
 def test_client_disconnect_cancels_and_frees_kv(server: ThreadServer) -> None:
     engine = server.state.engine
     assert engine is not None
-    body = {"model": "tiny-qwen2", "prompt": "the rack", "max_tokens": 200, "ignore_eos": True, "stream": True}
+    body = {"model": "tiny-qwen2", "prompt": "the rack", "max_tokens": 1000, "ignore_eos": True, "stream": True}
     with httpx.stream("POST", f"{server.url}/v1/completions", json=body) as r:
         seen = 0
         for line in r.iter_lines():
@@ -129,6 +129,27 @@ def test_client_disconnect_cancels_and_frees_kv(server: ThreadServer) -> None:
         time.sleep(0.02)
     assert engine.num_running == 0 and engine.kv_cache_bytes() == 0
     assert not server.state.inflight
+
+
+def test_non_streaming_client_disconnect_cancels(server: ThreadServer) -> None:
+    engine = server.state.engine
+    assert engine is not None
+    def aborted() -> float:
+        text = httpx.get(f"{server.url}/metrics").text
+        series = 'llmrack_request_success_total{finished_reason="abort"'
+        line = next(x for x in text.splitlines() if x.startswith(series))
+        return float(line.rpartition(" ")[2])
+
+    before = aborted()
+    body = {"model": "tiny-qwen2", "prompt": "the rack", "max_tokens": 1000, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.url}/v1/completions", json=body, timeout=httpx.Timeout(5.0, read=0.3))
+    # The server polls for the disconnect while it waits for the result, then aborts the request.
+    deadline = time.monotonic() + 10
+    while (engine.num_running or server.state.inflight) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert engine.num_running == 0 and engine.kv_cache_bytes() == 0 and not server.state.inflight
+    assert aborted() == before + 1
 
 
 def test_metrics_after_requests(server: ThreadServer, client: openai.OpenAI) -> None:
