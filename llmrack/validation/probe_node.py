@@ -100,20 +100,32 @@ def device_probes(torch: Any, kind: str, index: int, seconds: float) -> dict[str
     return result
 
 
-def _allreduce_worker(rank: int, world: int, kind: str, seconds: float, port: int, out: str) -> None:
+# The collective library per device kind; "cpu" (gloo) runs the same code path where no accelerator is.
+BACKENDS = {"cuda": "nccl", "npu": "hccl", "cpu": "gloo"}
+
+
+def _allreduce_worker(rank: int, world: int, kind: str, seconds: float, port: int, out: str,
+                      nbytes: int = 256 * 1024 * 1024) -> None:
     import torch
     import torch.distributed as dist
 
     if kind == "npu":
         import torch_npu  # noqa: F401  (registers the npu device and the hccl backend)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    getattr(torch, kind).set_device(rank)
-    dist.init_process_group("nccl" if kind == "cuda" else "hccl", rank=rank, world_size=world)
-    nbytes = 256 * 1024 * 1024
-    buf = torch.ones(nbytes // 4, dtype=torch.float32, device=torch.device(kind, rank))
+    if kind == "cpu":
+        device = torch.device("cpu")
 
-    def sync() -> None:
-        getattr(torch, kind).synchronize()
+        def sync() -> None:
+            pass
+    else:
+        getattr(torch, kind).set_device(rank)
+        device = torch.device(kind, rank)
+
+        def sync() -> None:
+            getattr(torch, kind).synchronize()
+
+    dist.init_process_group(BACKENDS[kind], rank=rank, world_size=world)
+    buf = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
 
     iters, elapsed = _timed(lambda: dist.all_reduce(buf), sync, seconds, warmup=5)
     if rank == 0:
@@ -124,7 +136,8 @@ def _allreduce_worker(rank: int, world: int, kind: str, seconds: float, port: in
     dist.destroy_process_group()
 
 
-def allreduce_probe(torch: Any, kind: str, world: int, seconds: float) -> dict[str, Any]:
+def allreduce_probe(torch: Any, kind: str, world: int, seconds: float,
+                    nbytes: int = 256 * 1024 * 1024) -> dict[str, Any]:
     import socket
 
     import torch.multiprocessing as mp
@@ -134,7 +147,7 @@ def allreduce_probe(torch: Any, kind: str, world: int, seconds: float) -> dict[s
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "allreduce.json")
-        mp.spawn(_allreduce_worker, args=(world, kind, seconds, port, out), nprocs=world, join=True)
+        mp.spawn(_allreduce_worker, args=(world, kind, seconds, port, out, nbytes), nprocs=world, join=True)
         with open(out) as fh:
             result: dict[str, Any] = json.load(fh)
             return result
