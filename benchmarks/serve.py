@@ -20,10 +20,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline-rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default=None)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     report = run(args.model, clients=args.clients, prompt_tokens=args.prompt_tokens, max_tokens=args.max_tokens,
-                 rounds=args.rounds, baseline_rounds=args.baseline_rounds, threads=args.threads)
+                 rounds=args.rounds, baseline_rounds=args.baseline_rounds, threads=args.threads,
+                 device=args.device, dtype=args.dtype)
     print(report.to_json() if args.json else render(report))
 
 

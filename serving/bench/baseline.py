@@ -23,14 +23,18 @@ class Body(BaseModel):
     ignore_eos: bool = False
 
 
-def create_baseline_app(model_dir: Path) -> Any:
+def create_baseline_app(model_dir: Path, device: str = "cpu", dtype: str | None = None) -> Any:
     os.environ["HF_HUB_OFFLINE"] = "1"
     import torch
     from fastapi import FastAPI
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from serving.model.devices import resolve
+
+    torch_device, torch_dtype = resolve(device, dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch_dtype)
+    model = model.to(torch_device).eval()
     lock = threading.Lock()
     app = FastAPI()
 
@@ -40,7 +44,7 @@ def create_baseline_app(model_dir: Path) -> Any:
 
     @app.post("/v1/completions")
     def complete(body: Body) -> dict[str, Any]:
-        ids = torch.tensor([body.prompt])
+        ids = torch.tensor([body.prompt], device=torch_device)
         extra = {"min_new_tokens": body.max_tokens} if body.ignore_eos else {}
         with lock, torch.inference_mode():
             out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=body.max_tokens,
@@ -64,8 +68,11 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default=None)
     args = parser.parse_args()
-    uvicorn.run(create_baseline_app(args.model), host=args.host, port=args.port, log_level="warning")
+    app = create_baseline_app(args.model, args.device, args.dtype)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

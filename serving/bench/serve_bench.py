@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -107,7 +108,9 @@ def make_prompts(model_dir: Path, clients: int, prompt_tokens: int, seed: int = 
 class _Process:
     def __init__(self, argv: list[str], port: int, env: dict[str, str]) -> None:
         self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        # A file, not a pipe: a server that logs more than a pipe buffer would block on a full pipe mid-benchmark.
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  # lives as long as the server; closed in stop()
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.log, text=True, env=env)
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         import httpx
@@ -115,7 +118,8 @@ class _Process:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited ({self.proc.returncode}): {self.proc.stderr.read()[-2000:]}")
+                self.log.seek(0)
+                raise RuntimeError(f"server exited ({self.proc.returncode}): {self.log.read()[-2000:]}")
             try:
                 if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
                     return
@@ -135,6 +139,7 @@ class _Process:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.log.close()
 
 
 async def _drive(url: str, prompts: list[list[int]], rounds: int, max_tokens: int, stream: bool) -> Result:
@@ -229,9 +234,10 @@ def run_engine(model_dir: Path, prompts: list[list[int]], rounds: int, max_token
 
 
 def run_baseline(model_dir: Path, prompts: list[list[int]], rounds: int, max_tokens: int,
-                 env: dict[str, str]) -> Result:
+                 env: dict[str, str], device: str = "cpu", dtype: str | None = None) -> Result:
     port = _free_port()
-    argv = [sys.executable, "-m", "serving.bench.baseline", "--model", str(model_dir), "--port", str(port)]
+    argv = [sys.executable, "-m", "serving.bench.baseline", "--model", str(model_dir), "--port", str(port),
+            "--device", device, *(["--dtype", dtype] if dtype else [])]
     server = _Process(argv, port, env)
     try:
         server.wait_ready()
@@ -243,20 +249,26 @@ def run_baseline(model_dir: Path, prompts: list[list[int]], rounds: int, max_tok
     return result
 
 
-def run_static(model_dir: Path, prompts: list[list[int]], max_tokens: int, threads: int | None = None) -> Result:
+def run_static(model_dir: Path, prompts: list[list[int]], max_tokens: int, threads: int | None = None,
+               device: str = "cpu", dtype: str | None = None) -> Result:
     os.environ["HF_HUB_OFFLINE"] = "1"
     import torch
     from transformers import AutoModelForCausalLM
 
+    from serving.model.devices import resolve, synchronize
+
     if threads:
         torch.set_num_threads(threads)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32).eval()
-    ids = torch.tensor(prompts)
+    torch_device, torch_dtype = resolve(device, dtype)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch_dtype)
+    model = model.to(torch_device).eval()
+    ids = torch.tensor(prompts, device=torch_device)
     with torch.inference_mode():
         model.generate(ids[:2], attention_mask=torch.ones_like(ids[:2]), max_new_tokens=4, do_sample=False)
         t0, cpu0 = time.perf_counter(), _self_cpu_seconds()
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
                              min_new_tokens=max_tokens, do_sample=False)
+        synchronize(torch_device)
         seconds, cpu = time.perf_counter() - t0, _self_cpu_seconds() - cpu0
     tokens = int((out.shape[1] - ids.shape[1]) * ids.shape[0])
     return Result(name="ceiling (static-batch generate(), offline)", requests=len(prompts), tokens=tokens,
@@ -282,14 +294,17 @@ class BenchReport:
 
 
 def run(model_dir: Path, clients: int = 32, prompt_tokens: int = 64, max_tokens: int = 64, rounds: int = 3,
-        baseline_rounds: int = 1, threads: int | None = None, engine_flags: list[str] | None = None) -> BenchReport:
+        baseline_rounds: int = 1, threads: int | None = None, engine_flags: list[str] | None = None,
+        device: str = "cpu", dtype: str | None = None) -> BenchReport:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     prompts = make_prompts(model_dir, clients, prompt_tokens)
-    engine = run_engine(model_dir, prompts, rounds, max_tokens, list(engine_flags or []), env)
-    baseline = run_baseline(model_dir, prompts, baseline_rounds, max_tokens, env)
-    ceiling = run_static(model_dir, prompts, max_tokens, threads)
+    flags = ["--device", device, *(["--dtype", dtype] if dtype else [])]
+    flags += ["--threads", str(threads)] if threads else []
+    engine = run_engine(model_dir, prompts, rounds, max_tokens, flags + list(engine_flags or []), env)
+    baseline = run_baseline(model_dir, prompts, baseline_rounds, max_tokens, env, device, dtype)
+    ceiling = run_static(model_dir, prompts, max_tokens, threads, device, dtype)
     vs_baseline = engine.throughput / baseline.throughput
     vs_ceiling = engine.throughput / ceiling.throughput
     ttft_p99 = _pct(engine.ttft, 99) or 0.0

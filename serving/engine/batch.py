@@ -23,7 +23,7 @@ HEADROOM = 32  # spare columns per layer buffer: a decode step appends in place;
 def _growable_layer_class() -> Any:
     from transformers.cache_utils import DynamicLayer
 
-    class GrowableLayer(DynamicLayer):  # type: ignore[misc]
+    class GrowableLayer(DynamicLayer):
         """A DynamicLayer whose keys/values are views of a buffer with spare columns.
 
         DynamicLayer appends each step's token with torch.cat, copying the whole cache every step (12% of a decode
