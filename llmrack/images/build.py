@@ -12,6 +12,7 @@ Steps (each cached under the cache directory, so a second build takes seconds):
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -251,6 +252,18 @@ def _stage_context(ctx: Path, houses: dict[str, Path], wheel_dir: Path, extra_ca
 
 
 def build(opts: BuildOptions, log: Callable[[str], None]) -> BuildResult:
+    """Build one variant. Builds sharing a cache directory take turns (they share its context directories)."""
+    opts.cache_dir.mkdir(parents=True, exist_ok=True)
+    with (opts.cache_dir / ".lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another build using {opts.cache_dir}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(opts, log)
+
+
+def _build(opts: BuildOptions, log: Callable[[str], None]) -> BuildResult:
     if opts.variant not in VARIANTS:
         raise UsageError(f"unknown variant {opts.variant!r}: choose one of {', '.join(VARIANTS)}")
     containerfile = opts.source_dir / "images" / f"{opts.variant}.Containerfile"
@@ -297,19 +310,28 @@ def build(opts: BuildOptions, log: Callable[[str], None]) -> BuildResult:
 
     t = time.monotonic()
     archive = opts.out / f"llmrack-serving-{opts.variant}.oci.tar"
-    partial = archive.with_name(archive.name + ".part")
-    partial.unlink(missing_ok=True)
-    run.run([podman, "save", "--format", "oci-archive", "-o", str(partial), tag], what="podman save")
-    partial.replace(archive)
-    with open_image(archive) as image:
-        digest = image.manifest_digest
-        reference = image.ref_name or tag
-    timings["export"] = time.monotonic() - t
-
-    t = time.monotonic()
     sbom = opts.out / f"llmrack-serving-{opts.variant}.cdx.json"
-    inv = write_sbom(archive, sbom, name=reference.rsplit(":", 1)[0])
-    timings["sbom"] = time.monotonic() - t
+    image_id = run.run([podman, "image", "inspect", "--format", "{{.Id}}", tag], what="podman image inspect")
+    previous = _previous_outputs(opts.out / "image.json", image_id, archive, sbom)
+    if previous is not None:
+        # Same image as the archive already in --out: exporting again would only spend a minute recompressing.
+        log(f"image unchanged ({image_id[:12]}): keeping {archive.name}")
+        digest, reference = previous["digest"], previous["reference"]
+        counts = _sbom_counts(sbom)
+        timings["export"] = time.monotonic() - t
+    else:
+        partial = archive.with_name(archive.name + ".part")
+        partial.unlink(missing_ok=True)
+        run.run([podman, "save", "--format", "oci-archive", "-o", str(partial), tag], what="podman save")
+        partial.replace(archive)
+        with open_image(archive) as image:
+            digest = image.manifest_digest
+            reference = image.ref_name or tag
+        timings["export"] = time.monotonic() - t
+        t = time.monotonic()
+        inv = write_sbom(archive, sbom, name=reference.rsplit(":", 1)[0])
+        counts = (len(inv.debian), len(inv.python))
+        timings["sbom"] = time.monotonic() - t
 
     size = int(run.run([podman, "image", "inspect", "--format", "{{.Size}}", tag], what="podman image inspect"))
     image_json = opts.out / "image.json"
@@ -322,8 +344,27 @@ def build(opts: BuildOptions, log: Callable[[str], None]) -> BuildResult:
         "base_image": base,
         "revision": revision,
         "version": __version__,
+        "image_id": image_id,
         "image_size_bytes": size,
         "archive_size_bytes": archive.stat().st_size,
     }, indent=2) + "\n")
     return BuildResult(opts.variant, digest, archive, sbom, image_json, reference, base, size,
-                       archive.stat().st_size, len(inv.debian), len(inv.python), timings)
+                       archive.stat().st_size, counts[0], counts[1], timings)
+
+
+def _previous_outputs(image_json: Path, image_id: str, archive: Path, sbom: Path) -> dict[str, str] | None:
+    """The earlier outputs in --out when they are of this very image (same local image id) and still there."""
+    try:
+        previous = json.loads(image_json.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(previous, dict) or previous.get("image_id") != image_id:
+        return None
+    if not archive.is_file() or not sbom.is_file() or previous.get("archive_size_bytes") != archive.stat().st_size:
+        return None
+    return {"digest": str(previous["digest"]), "reference": str(previous["reference"])}
+
+
+def _sbom_counts(sbom: Path) -> tuple[int, int]:
+    purls = [str(c.get("purl", "")) for c in json.loads(sbom.read_text()).get("components", [])]
+    return sum(p.startswith("pkg:deb/") for p in purls), sum(p.startswith("pkg:pypi/") for p in purls)

@@ -125,11 +125,65 @@ def test_final_image_has_no_compilers_pip_or_package_caches(built):
 
 
 def test_second_build_reuses_the_cached_base_and_layers(built, tmp_path):
-    r = llmrack("image", "build", "--variant", "cpu", "--out", str(tmp_path))
+    # A snapshot of the tree, so that edits made meanwhile in a shared checkout cannot change the image.
+    root = Path(__file__).resolve().parents[2]
+    snap = tmp_path / "src"
+    for name in ("pyproject.toml", "README.md"):
+        (snap / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, snap / name)
+    for pkg in ("llmrack", "serving", "infra", "images"):
+        shutil.copytree(root / pkg, snap / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path / "out"
+    r = llmrack("image", "build", "--variant", "cpu", "--source", str(snap), "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "debootstrap" not in r.stderr and "podman import" not in r.stderr  # the base came from the cache
-    meta = json.loads((tmp_path / "image.json").read_text())
+    meta = json.loads((out / "image.json").read_text())
     assert meta["base_image"] == built["meta"]["base_image"]
-    with open_image(built["out"] / built["meta"]["archive"]) as first, open_image(tmp_path / meta["archive"]) as again:
+    with open_image(built["out"] / built["meta"]["archive"]) as first, open_image(out / meta["archive"]) as again:
         # The Debian base and the apt layer on it were not rebuilt: a rebuild would differ in file times.
         assert [layer.digest for layer in again.layers][:2] == [layer.digest for layer in first.layers][:2]
+    # Nothing changed since: the archive in --out is kept, not exported again.
+    r = llmrack("image", "build", "--variant", "cpu", "--source", str(snap), "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "image unchanged" in r.stderr and r.stdout.strip() == meta["digest"]
+
+
+def test_container_serves_a_tiny_model_and_passes_its_health_check(built, tmp_path):
+    import time
+    import urllib.request
+
+    model = tmp_path / "models" / "tiny-qwen2"
+    r = llmrack("model", "make-tiny", "--arch", "qwen2", "--out", str(model))
+    assert r.returncode == 0, r.stderr
+    name = f"llmrack-image-test-{os.getpid()}"
+    env = built["env"]
+    # As the serving role runs it: model mounted read-only at /models/<name>, port 8000 published on loopback.
+    subprocess.run(["podman", "run", "-d", "--name", name, "-p", "127.0.0.1::8000",
+                    "-v", f"{model}:/models/tiny-qwen2:ro", built["image"], "--model", "/models/tiny-qwen2"],
+                   env=env, check=True, capture_output=True, text=True)
+    try:
+        port = subprocess.run(["podman", "port", name, "8000"], env=env, check=True, capture_output=True,
+                              text=True).stdout.strip().rsplit(":", 1)[-1]
+        deadline = time.monotonic() + 240
+        status = None
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+                    status = resp.status
+                    break
+            except OSError:
+                time.sleep(2)
+        logs = subprocess.run(["podman", "logs", name], env=env, capture_output=True, text=True,
+                              check=False).stderr[-2000:]
+        assert status == 200, logs
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=10) as resp:
+            assert json.loads(resp.read())["data"][0]["id"] == "tiny-qwen2"
+        # The Containerfile's HEALTHCHECK command, run inside the container. (OCI image configs have no
+        # health-check field, so the archive loaded here does not carry it for `podman healthcheck run`.)
+        text = (Path(__file__).resolve().parents[2] / "images" / "cpu.Containerfile").read_text()
+        command = json.loads(text.split("HEALTHCHECK", 1)[1].split("CMD", 1)[1].split("\n", 1)[0])
+        hc = subprocess.run(["podman", "exec", name, *command], env=env, capture_output=True, text=True,
+                            check=False)
+        assert hc.returncode == 0, hc.stdout + hc.stderr
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "2", name], env=env, capture_output=True, check=False)

@@ -255,3 +255,16 @@ def test_no_clair_records_unscanned(tmp_path):
     r = llmrack("scan", "--policy", str(POLICY), str(archive), env={"LLMRACK_CLAIR_URL": ""})
     assert r.returncode == 2 and "no Clair endpoint" in r.stderr
     assert read_result(digest, tmp_path).status.value == "unscanned"  # type: ignore[union-attr]
+
+
+def test_layers_clair_cannot_fetch_end_in_index_error(clair, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    archive = tmp_path / "img.oci.tar"
+    debian_image(archive, CLEAN)
+    # A wrong --advertise: Clair is told an address where nothing serves the layers.
+    r = _scan(clair, archive, "--advertise", f"http://127.0.0.1:{closed}")
+    assert r.returncode == 2
+    assert "Clair could not index the image: fetcher: request failed" in r.stderr
+    assert [ok for _uri, _status, ok in clair.fetched] == ["unreachable"]
