@@ -133,6 +133,7 @@ def write_ansible_cfg(state: LabState) -> None:
         "retry_files_enabled = False\n"
         "interpreter_python = /usr/bin/python3\n"
         "nocows = True\n"
+        "callbacks_enabled = ansible.posix.profile_tasks\n"
         "[ssh_connection]\n"
         "pipelining = True\n"
         "ssh_args = -o ControlMaster=auto -o ControlPersist=300s -o UserKnownHostsFile=/dev/null "

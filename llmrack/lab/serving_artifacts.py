@@ -127,6 +127,8 @@ def prepare(lab_dir: Path, mirror: Path, log: Callable[[str], None]) -> ServingA
     _link(archive, mirror / "serving" / archive.name)
     for f in model_dir.rglob("*"):
         if f.is_file():
+            # The serving process runs as an unprivileged user in the image: weights must be world-readable.
+            f.chmod(0o644)
             _link(f, mirror / "models" / MODEL_NAME / f.relative_to(model_dir))
     return ServingArtifacts(archive=archive, digest=info["digest"], reference=info.get("reference", ""),
                             model_dir=model_dir)

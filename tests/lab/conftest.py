@@ -45,6 +45,7 @@ def lab_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.UpResult]:
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     try:
         result = lab.up(lab_dir, len(PROFILES), PROFILES)
+        print(f"\nlab up ({len(PROFILES)} nodes): " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()))
         os.environ["ANSIBLE_CONFIG"] = str(result.state.ansible_cfg)
         yield result
     finally:

@@ -120,6 +120,7 @@ def test_alert_rules_are_loaded(lab_up: lab.UpResult) -> None:
 
 def test_second_run_changes_nothing(lab_up: lab.UpResult) -> None:
     again = lab.provision(lab_up.state.lab_dir)
+    print(f"\nno-op site.yml on {len(again.recap)} nodes: {again.seconds['site.yml']:.0f} s")
     assert again.rc == 0, f"see {again.log}"
     changed = {h: c["changed"] for h, c in again.recap.items()}
     assert changed == {n.name: 0 for n in lab_up.state.nodes}, json.dumps(again.recap)
