@@ -40,3 +40,21 @@ def test_from_stack_without_a_fleet_output_is_a_usage_error(tmp_path: Path) -> N
                            str(tmp_path / "inv")], capture_output=True, text=True, cwd=ROOT, check=False)
     assert done.returncode == 2
     assert "no stack output 'inventory'" in done.stderr
+
+
+def test_from_stack_malformed_hosts_or_unwritable_out_is_a_usage_error(tmp_path: Path, scan_results: Path) -> None:
+    run, error, _ = run_stack("dev", plain={"llmrack:scanResultsDir": str(scan_results)})
+    assert error is None and run is not None
+    cli = [sys.executable, "-m", "llmrack", "inventory", "from-stack"]
+    broken = dict(run.outputs, inventory={**run.outputs["inventory"], "hosts": {"all": ["not", "a", "mapping"]}})
+    outputs = tmp_path / "broken.json"
+    outputs.write_text(json.dumps(broken))
+    done = subprocess.run([*cli, str(outputs), "--out", str(tmp_path / "inv")], capture_output=True, text=True,
+                          cwd=ROOT, check=False)
+    assert done.returncode == 2 and "lists no serving node" in done.stderr and "Traceback" not in done.stderr
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(run.outputs))
+    (tmp_path / "file").write_text("")
+    done = subprocess.run([*cli, str(good), "--out", str(tmp_path / "file" / "inv")], capture_output=True,
+                          text=True, cwd=ROOT, check=False)
+    assert done.returncode == 2 and "cannot write the inventory" in done.stderr and "Traceback" not in done.stderr
