@@ -8,7 +8,6 @@ allowed, before the program registers a single resource.
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import math
 import re
@@ -24,6 +23,7 @@ from llmrack import catalog
 from llmrack.catalog import Accelerator, Vendor
 from llmrack.errors import LlmrackError, UsageError
 from llmrack.plan import Plan, plan_or_raise
+from llmrack.scan import gate_decision
 from llmrack.spec import DNS_LABEL, DeploymentSpec, parse_spec
 
 NAMESPACE = "llmrack"  # the config namespace: keys are `llmrack:<name>`
@@ -47,25 +47,13 @@ def parse_image(ref: str, key: str) -> tuple[str, str]:
     return match["repository"], match["digest"]
 
 
-def gate_decision(digest: str, results_dir: Path, allow_unscanned: bool) -> tuple[bool, str]:
-    """The images part's scan gate (llmrack.scan.gate_decision), imported when it is needed."""
-    try:
-        scan = importlib.import_module("llmrack.scan")
-    except ImportError:
-        if allow_unscanned:
-            return True, "unscanned (llmrack.scan is not installed); allowed by images.allow_unscanned"
-        return False, "refused: llmrack.scan is not installed, so no scan result can be checked"
-    decision: tuple[bool, str] = scan.gate_decision(digest, results_dir, allow_unscanned)
-    return decision
-
-
 def check_gate(ref: str, key: str, results_dir: Path, allow_unscanned: bool) -> None:
     """Refuse an image whose digest failed the vulnerability gate (or was never scanned where that matters)."""
     _, digest = parse_image(ref, key)
     ok, reason = gate_decision(digest, results_dir, allow_unscanned)
     if not ok:
         raise StackConfigError(f"{key}: {ref}: scan gate: {reason} (results in {results_dir})")
-    if reason.startswith("WARNING") or "unscanned" in reason:
+    if reason.startswith("WARNING"):  # llmrack.scan words an allowed unscanned image so
         pulumi.log.warn(f"{key}: {reason}")
 
 
@@ -112,14 +100,14 @@ class HuaweiCloudFleetConfig(_Keys):
 class StaticHost(_Keys):
     name: str = Field(pattern=DNS_LABEL)
     address: str
-    ssh_user: str = "root"
+    ssh_user: str | None = Field(None, description="default: the fleet's sshUser")
     ssh_port: int = Field(22, ge=1, le=65535)
 
 
 class StaticFleetConfig(_Keys):
     kind: Literal["static"]
     hosts: list[StaticHost] = Field(min_length=1)
-    ssh_user: str = "root"
+    ssh_user: str = Field("root", description="for every host that does not name its own")
 
 
 class NoFleetConfig(_Keys):

@@ -79,7 +79,8 @@ def fleet_args(cfg: StackConfig) -> AwsFleetArgs | HuaweiCloudFleetArgs | Static
         )
     if isinstance(fleet, StaticFleetConfig):
         return StaticFleetArgs(
-            hosts=[InventoryHost(h.name, h.address, h.ssh_user, h.ssh_port) for h in fleet.hosts],
+            hosts=[InventoryHost(h.name, h.address, h.ssh_user or fleet.ssh_user, h.ssh_port)
+                   for h in fleet.hosts],
             vendor=acc.vendor.value,
             devices_per_node=acc.devices_per_node,
             serving_port=port,

@@ -24,7 +24,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.components._args import check
-from infra.config import StackConfigError, canary_replicas, gate_decision, parse_image
+from infra.config import StackConfigError, canary_replicas, parse_image
+from llmrack.scan import gate_decision
 
 APP = "llmrack-serving"
 QUEUE_METRIC = "llmrack_num_requests_waiting"  # the serving layer's queue gauge (CONTRACTS.md)

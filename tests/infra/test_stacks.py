@@ -106,6 +106,14 @@ def test_dev_static_fleet_hostpath_and_gpu_operator_with_driver(scan_results: Pa
     assert hosts["gpu-dev-1"]["llmrack_accelerator_count"] == catalog.accelerator("a100-80g").devices_per_node
 
 
+def test_static_fleet_ssh_user_is_the_default_of_hosts_without_one(scan_results: Path) -> None:
+    fleet = {"kind": "static", "sshUser": "ops", "hosts": [
+        {"name": "gpu-a", "address": "10.20.0.21"}, {"name": "gpu-b", "address": "10.20.0.22", "sshUser": "debian"}]}
+    run = _run("dev", scan_results, overrides={"llmrack:fleet": fleet})
+    hosts = run.outputs["inventory"]["hosts"]["all"]["children"]["serving_nodes"]["children"]["nvidia_nodes"]["hosts"]
+    assert {name: h["ansible_user"] for name, h in hosts.items()} == {"gpu-a": "ops", "gpu-b": "debian"}
+
+
 def test_staging_ascend_fleet_device_plugin_and_canary(scan_results: Path) -> None:
     run = _run("staging", scan_results)
     cfg = stack_config("staging")
