@@ -1,8 +1,9 @@
 """Monitoring: kube-prometheus-stack with llmrack's scrape config, alert rules and Grafana dashboards,
 plus prometheus-adapter, which serves the queue metric to the serving autoscaler.
 
-The rule file and dashboards live in infra/monitoring/ and are shared with the Ansible monitoring role,
-so a rack and a cluster alert on the same conditions.
+The rule file and dashboards live in infra/monitoring/ as plain files so that the Ansible monitoring role
+can ship the same ones; it does not yet (it renders its own rules), so racks and clusters still alert on
+different rule sets.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""The alert rules and dashboards shipped in infra/monitoring (shared with the Ansible monitoring role)."""
+"""The alert rules and dashboards shipped in infra/monitoring for the Pulumi monitoring component."""
 
 from __future__ import annotations
+
+import json
 
 from infra.components import monitoring
 
@@ -18,8 +20,6 @@ def test_alert_rules_cover_the_required_conditions() -> None:
 def test_dashboards_are_grafana_json_with_panels() -> None:
     dashboards = monitoring.load_dashboards()
     assert set(dashboards) == {"llmrack-serving.json", "llmrack-accelerators.json"}
-    import json
-
     for text in dashboards.values():
         data = json.loads(text)
         assert data["uid"].startswith("llmrack-") and all(p["targets"] for p in data["panels"])
