@@ -80,6 +80,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kinds(*kinds): node kinds (nvidia, ascend, cpu) a check applies to")
     config.addinivalue_line("markers", "level(name): the lowest level that runs this check")
     report = config.getoption("llmrack_report", None)
+    if report:
+        # Made now: a report directory that cannot be written ends the run before any node is touched.
+        try:
+            Path(report).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise pytest.UsageError(f"cannot write reports to {report}: {exc.strerror or exc}") from None
     if report and not getattr(config.option, "xmlpath", None):
         # Before junitxml's own pytest_configure reads it (tryfirst).
         config.option.xmlpath = str(Path(report) / "junit.xml")
@@ -160,7 +166,11 @@ class Session:
         if opt.llmrack_serving_url:
             hostvars["llmrack_serving_url"] = opt.llmrack_serving_url
         if opt.llmrack_api_key_file:
-            hostvars["serving_api_keys"] = [Path(opt.llmrack_api_key_file).read_text().strip()]
+            try:
+                hostvars["serving_api_keys"] = [Path(opt.llmrack_api_key_file).read_text().strip()]
+            except OSError as exc:
+                raise LlmrackError(f"cannot read the API key file {opt.llmrack_api_key_file}: "
+                                   f"{exc.strerror or exc}") from None
         if kind is None:
             kind = expect.VENDOR_KIND[spec_accelerator_vendor(spec)] if spec else NodeKind.cpu
         # The local node's probes use the Python running the suite: its torch is this machine's torch.

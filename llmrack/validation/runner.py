@@ -138,7 +138,11 @@ def collect(out: Path, level: Level, local: bool, inventory: Path | None, limit:
             raise UsageError(str(exc)) from None
     written = []
     for (name, *_), ev in zip(targets, evidence, strict=True):
-        written.append(ev.write(out if len(targets) == 1 else out / f"{name}.tar.gz"))
+        dest = out if len(targets) == 1 else out / f"{name}.tar.gz"
+        try:
+            written.append(ev.write(dest))
+        except OSError as exc:
+            raise UsageError(f"cannot write the evidence to {dest}: {exc.strerror or exc}") from None
     return written
 
 

@@ -67,3 +67,12 @@ def test_bad_options_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "does not exist" in proc.stderr
     proc = llmrack("validate", "--local", "--spec", str(tmp_path / "nope.yaml"))
     assert proc.returncode == 2
+    (tmp_path / "a-file").write_text("")
+    for args, message in [
+        (("--local", "--report", str(tmp_path / "a-file" / "r")), "cannot write reports"),
+        (("--local", "--serving-url", "http://127.0.0.1:9", "--api-key-file", str(tmp_path / "no-keys")),
+         "cannot read the API key file"),
+        (("collect", "--local", "--out", str(tmp_path / "a-file" / "node.tar.gz")), "cannot write the evidence"),
+    ]:
+        proc = llmrack("validate", *args)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, args
