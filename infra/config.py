@@ -268,9 +268,6 @@ def _pydantic_message(key: str, exc: ValidationError) -> str:
             lines.setdefault(where, f"{where}: unknown key")
         elif err["type"] == "missing":
             lines.setdefault(where, f"{where}: required key is missing")
-        elif err["type"] == "union_tag_invalid":
-            lines.setdefault(where, f"{where}.kind: {err['input'].get('kind')!r} is not valid: "
-                             "must be one of aws, huaweicloud, static, none")
         else:
             message = str(err["msg"]).removeprefix("Value error, ")
             value = f"{err['input']!r} is not valid: " if "input" in err and not isinstance(err["input"], dict) else ""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 class InstanceType:
     name: str
     accelerator: str  # a llmrack.catalog accelerator name
-    accelerators: int  # devices per instance; must agree with the catalog's devices_per_node
+    accelerators: int  # devices per instance; a test and AwsFleetArgs check it equals the catalog's devices_per_node
     efa_interfaces: int  # EFA devices to attach, one per network card; 0: the type has no EFA
     source: str
 

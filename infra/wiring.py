@@ -49,6 +49,7 @@ def fleet_args(cfg: StackConfig) -> AwsFleetArgs | HuaweiCloudFleetArgs | Static
             region=fleet.region,
             instance_type=fleet.instance_type or AWS_DEFAULT_FOR_ACCELERATOR[acc.name],
             count=cfg.fleet_nodes,
+            devices_per_node=acc.devices_per_node,
             ami=fleet.ami,
             subnet_id=fleet.subnet_id,
             security_group_ids=fleet.security_group_ids,

@@ -21,6 +21,7 @@ class AwsFleetArgs:
     ami: pulumi.Input[str]
     subnet_id: pulumi.Input[str]
     security_group_ids: pulumi.Input[list[pulumi.Input[str]]]
+    devices_per_node: int  # the catalog's, for the inventory's llmrack_accelerator_count
     serving_port: int
     deployment: dict[str, Any]
     key_name: pulumi.Input[str] | None = None
@@ -32,6 +33,10 @@ class AwsFleetArgs:
     def validate(self) -> None:
         check(self.instance_type in AWS_INSTANCE_TYPES, "AwsFleetArgs.instance_type", self.instance_type,
               f"must be one of {', '.join(AWS_INSTANCE_TYPES)}")
+        if self.instance_type in AWS_INSTANCE_TYPES:
+            sold = AWS_INSTANCE_TYPES[self.instance_type].accelerators
+            check(sold == self.devices_per_node, "AwsFleetArgs.devices_per_node", self.devices_per_node,
+                  f"{self.instance_type} carries {sold} accelerators (infra/instance_types.py); the catalog disagrees")
         check(1 <= self.count <= 256, "AwsFleetArgs.count", self.count, "must be between 1 and 256")
         check(self.root_volume_gib >= 50, "AwsFleetArgs.root_volume_gib", self.root_volume_gib, "must be >= 50")
 
@@ -118,7 +123,7 @@ class AwsFleet(pulumi.ComponentResource):
 
         self.private_ips = pulumi.Output.all(*[i.private_ip for i in instances]).apply(list)
         self.inventory = inventory_output(
-            hosts, "nvidia", itype.accelerators, args.serving_port, args.deployment
+            hosts, "nvidia", args.devices_per_node, args.serving_port, args.deployment
         )
         self.register_outputs({
             "inventory": self.inventory,

@@ -14,6 +14,7 @@ from infra.components.monitoring import MonitoringArgs
 from infra.components.serving import ModelVolume, ServingArgs
 from infra.components.static_fleet import StaticFleetArgs
 from infra.config import StackConfigError, canary_replicas
+from infra.instance_types import AWS_INSTANCE_TYPES
 from llmrack import catalog
 
 IMAGE = "registry.example/llmrack/serving@sha256:" + "b" * 64
@@ -32,11 +33,14 @@ def _serving(**changes: object) -> ServingArgs:
 
 @pytest.mark.parametrize(("args", "fragment"), [
     (lambda: AwsFleetArgs(region="us-east-1", instance_type="p3.16xlarge", count=1, ami="ami", subnet_id="s",
-                          security_group_ids=["sg"], serving_port=8000, deployment={}),
+                          security_group_ids=["sg"], devices_per_node=8, serving_port=8000, deployment={}),
      "AwsFleetArgs.instance_type"),
     (lambda: AwsFleetArgs(region="us-east-1", instance_type="p5.48xlarge", count=0, ami="ami", subnet_id="s",
-                          security_group_ids=["sg"], serving_port=8000, deployment={}),
+                          security_group_ids=["sg"], devices_per_node=8, serving_port=8000, deployment={}),
      "AwsFleetArgs.count"),
+    (lambda: AwsFleetArgs(region="us-east-1", instance_type="p5.48xlarge", count=1, ami="ami", subnet_id="s",
+                          security_group_ids=["sg"], devices_per_node=4, serving_port=8000, deployment={}),
+     "the catalog disagrees"),
     (lambda: StaticFleetArgs(hosts=[InventoryHost("a", "10.0.0.1", "root")] * 2, vendor="nvidia",
                              devices_per_node=8, serving_port=8000, deployment={}),
      "host names must be unique"),
@@ -83,3 +87,9 @@ def test_inventory_document_groups_hosts_by_vendor() -> None:
     assert groups["ascend_nodes"]["hosts"]["n1"]["llmrack_serving_url"] == "http://10.0.0.5:8000"
     assert groups["nvidia_nodes"]["hosts"] == {}
     assert doc["hosts"]["all"]["children"]["monitoring"]["hosts"] == {"n1": {}}
+
+
+def test_every_aws_instance_type_agrees_with_the_catalog() -> None:
+    # The cloud table and the hardware catalog both count a node's accelerators; they must never drift.
+    for itype in AWS_INSTANCE_TYPES.values():
+        assert itype.accelerators == catalog.accelerator(itype.accelerator).devices_per_node, itype.name
