@@ -30,6 +30,11 @@ def build(
                                                "debootstrap of Debian 12"),
     apt_mirror: str = typer.Option("http://deb.debian.org/debian", "--apt-mirror", envvar="LLMRACK_APT_MIRROR",
                                    help="Debian mirror for debootstrap and apt inside the build"),
+    security_mirror: str = typer.Option("http://deb.debian.org/debian-security", "--security-mirror",
+                                        envvar="LLMRACK_APT_SECURITY_MIRROR", help="Debian security mirror"),
+    refresh_base: bool = typer.Option(False, "--refresh-base",
+                                      help="bootstrap the Debian base again (today's packages; rebuilds every "
+                                           "layer): do it when a scan reports fixes the image lacks"),
     extra_ca_certs: list[Path] = typer.Option([], "--extra-ca-certs", envvar="LLMRACK_EXTRA_CA_CERTS",
                                               help="PEM file of CA certificates to trust inside the build and the "
                                                    "image (TLS-inspecting proxies, internal mirrors); repeatable"),
@@ -40,6 +45,7 @@ def build(
     result = do_build(BuildOptions(
         variant=variant, out=out.resolve(), cache_dir=(cache_dir or default_cache_dir()).resolve(),
         source_dir=(source or default_source_dir()).resolve(), base_image=base_image, apt_mirror=apt_mirror,
+        security_mirror=security_mirror, refresh_base=refresh_base,
         extra_ca=list(extra_ca_certs), torch=torch, extra_wheels=list(extra_wheel),
     ), log=info)
     t = result.timings_s

@@ -34,6 +34,7 @@ from llmrack.scan.oci import open_image
 
 VARIANTS = ("cpu", "cuda", "ascend")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 DEFAULT_SUITE = "bookworm"
 IMAGE_NAME = "localhost/llmrack-serving"
 BASE_NAME = "localhost/llmrack-debian"
@@ -62,7 +63,9 @@ class BuildOptions:
     source_dir: Path
     base_image: str | None = None
     apt_mirror: str = DEFAULT_MIRROR
+    security_mirror: str = DEFAULT_SECURITY_MIRROR
     suite: str = DEFAULT_SUITE
+    refresh_base: bool = False
     extra_ca: list[Path] = field(default_factory=list)
     torch: str | None = None
     extra_wheels: list[str] = field(default_factory=list)
@@ -130,14 +133,21 @@ def _key(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
-def ensure_debian_base(run: _Runner, cache_dir: Path, mirror: str, suite: str) -> str:
-    """A minimal Debian root filesystem as a local image; returns its reference by digest."""
-    key = _key("minbase", suite, mirror)
+def ensure_debian_base(run: _Runner, cache_dir: Path, mirror: str, suite: str, security_mirror: str,
+                       refresh: bool = False) -> str:
+    """A minimal Debian root filesystem as a local image; returns its reference by digest.
+
+    Cached until `refresh`: a refreshed base (new digest) rebuilds every layer, with today's security updates.
+    """
+    key = _key("minbase", suite, mirror, security_mirror)
     tag = f"{BASE_NAME}:{suite}-{key}"
     podman = _need("podman", "podman")
+    tarball = cache_dir / "base" / f"{suite}-{key}.tar"
+    if refresh:
+        tarball.unlink(missing_ok=True)
+        subprocess.run([podman, "rmi", "--force", tag], check=False, env=run.env, capture_output=True)
     exists = subprocess.run([podman, "image", "exists", tag], check=False, env=run.env).returncode == 0
     if not exists:
-        tarball = cache_dir / "base" / f"{suite}-{key}.tar"
         if not tarball.exists():
             debootstrap = _need("debootstrap", "debootstrap")
             tarball.parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +159,11 @@ def ensure_debian_base(run: _Runner, cache_dir: Path, mirror: str, suite: str) -
                 for volatile in ("var/cache/apt/pkgcache.bin", "var/cache/apt/srcpkgcache.bin"):
                     (rootfs / volatile).unlink(missing_ok=True)
                 shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
+                # debootstrap configures only `<suite> main`: without -updates and -security no image built on
+                # this base would ever receive a security fix (and the scan gate would fail it for that).
+                (rootfs / "etc/apt/sources.list").write_text(
+                    f"deb {mirror} {suite} main\ndeb {mirror} {suite}-updates main\n"
+                    f"deb {security_mirror} {suite}-security main\n")
                 (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
                 partial = tarball.with_suffix(".tar.part")
                 run.run(["tar", "--numeric-owner", "--sort=name", "-C", str(rootfs), "-cf", str(partial), "."],
@@ -281,7 +296,8 @@ def _build(opts: BuildOptions, log: Callable[[str], None]) -> BuildResult:
     timings: dict[str, float] = {}
 
     t = time.monotonic()
-    base = opts.base_image or ensure_debian_base(run, opts.cache_dir, opts.apt_mirror, opts.suite)
+    base = opts.base_image or ensure_debian_base(run, opts.cache_dir, opts.apt_mirror, opts.suite,
+                                                 opts.security_mirror, opts.refresh_base)
     timings["base"] = time.monotonic() - t
 
     t = time.monotonic()
@@ -303,8 +319,10 @@ def _build(opts: BuildOptions, log: Callable[[str], None]) -> BuildResult:
     args = [podman, "build", "--pull=never", "--layers", "--format", "docker", "-f", str(containerfile),
             "-t", tag, "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"VERSION={__version__}",
             "--build-arg", f"REVISION={revision}", "--build-arg", f"SOURCE={source}"]
-    if opts.apt_mirror != DEFAULT_MIRROR:
-        args += ["--build-arg", f"APT_MIRROR={opts.apt_mirror}"]
+    if opts.base_image is not None and opts.apt_mirror != DEFAULT_MIRROR:
+        # A registry base keeps its own sources; the local base already has the chosen mirrors.
+        args += ["--build-arg", f"APT_MIRROR={opts.apt_mirror}",
+                 "--build-arg", f"APT_SECURITY_MIRROR={opts.security_mirror}"]
     run.run([*args, str(ctx)], what="podman build")
     timings["build"] = time.monotonic() - t
 
