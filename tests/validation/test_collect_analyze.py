@@ -6,9 +6,12 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from tests.validation.conftest import DEPLOYMENT, FIXTURES, by_id, llmrack, report, write_inventory
 
 
+@pytest.mark.slow
 def test_collect_then_analyze_matches_live(tmp_path: Path) -> None:
     archive = tmp_path / "node.tar.gz"
     proc = llmrack("validate", "collect", "--local", "--out", str(archive))

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.validation.conftest import DEPLOYMENT, by_id, llmrack, report, write_inventory
 
 
+@pytest.mark.slow
 def test_inventory_hosts_limit_and_unreachable_node(tmp_path: Path) -> None:
     hosts = {"web1": {"ansible_connection": "local"}, "web2": {"ansible_connection": "local"},
              # Nothing listens on port 1 of the loopback address: ssh fails at once.

@@ -58,6 +58,7 @@ class Tables(HTMLParser):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup.sh installs it)")
+@pytest.mark.slow
 def test_html_report_in_headless_chromium(tmp_path: Path) -> None:
     dumps = [FIXTURES / n for n in ("nvidia-smi-a100-hgx-pcie-downtrained", "nvidia-smi-a100-hgx-nvlink-inactive")]
     out = tmp_path / "r"

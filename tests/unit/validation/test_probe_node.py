@@ -23,6 +23,7 @@ def test_allreduce_path_over_two_cpu_ranks() -> None:
     assert result["busbw_gbps"] == pytest.approx(result["algbw_gbps"] * 2 * (2 - 1) / 2, abs=0.02)
 
 
+@pytest.mark.slow
 def test_probe_script_as_the_node_runs_it(tmp_path: Path) -> None:
     # The collector ships the file's text and runs it as a script with the node's Python.
     script = tmp_path / "probe.py"
