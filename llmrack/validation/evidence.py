@@ -143,17 +143,23 @@ class Evidence:
     # --- (de)serialisation: one file set per item --------------------------------------------------
     @classmethod
     def from_files(cls, files: Mapping[str, bytes], where: str) -> Evidence:
+        if "manifest.json" not in files:
+            raise UsageError(f"{where}: not an llmrack evidence dump (no manifest.json)")
         try:
             manifest = json.loads(files["manifest.json"])
-        except KeyError:
-            raise UsageError(f"{where}: not an llmrack evidence dump (no manifest.json)") from None
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike: a damaged dump
+            raise UsageError(f"{where}: manifest.json is not valid JSON ({exc})") from None
+        if not isinstance(manifest, dict):
+            raise UsageError(f"{where}: manifest.json is not a JSON object")
         if manifest.get("schema") != SCHEMA:
             raise UsageError(f"{where}: unknown dump schema {manifest.get('schema')!r}, expected {SCHEMA}")
         items: dict[str, Item] = {}
         for fname in files:
             if fname.endswith(".rc"):
                 name = fname[:-3]
-                text = files[fname].decode().strip() or "255"
+                text = files[fname].decode(errors="replace").strip() or "255"
+                if not text.lstrip("-").isdigit():
+                    raise UsageError(f"{where}: {fname} holds {text[:40]!r}, not an exit status")
                 items[name] = Item(
                     name=name,
                     rc=int(text),
