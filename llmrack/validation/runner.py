@@ -71,6 +71,11 @@ def pytest_args(opts: RunOptions) -> list[str]:
     modes = sum([opts.local, bool(opts.dumps), opts.inventory is not None and not opts.dumps])
     if modes != 1:
         raise UsageError("give exactly one of --inventory INV, --local or dumps to analyze")
+    if (opts.serving_url or opts.api_key_file) and not opts.local:
+        # An inventory names each node's URL and keys (llmrack_serving_url, serving_api_keys); a dump has none.
+        raise UsageError("--serving-url and --api-key-file go with --local")
+    if opts.api_key_file and not opts.serving_url:
+        raise UsageError("--api-key-file needs --serving-url (the server whose keys they are)")
     if opts.local:
         args.append("--llmrack-local")
     for dump in opts.dumps:

@@ -62,6 +62,7 @@ def test_plain_pytest_with_testinfra_hosts(tmp_path: Path) -> None:
     assert "test_services[local]" in proc.stdout or "os.services[local]" in {c["id"] for c in rep["checks"]}
 
 
+@pytest.mark.slow
 def test_bad_options_exit_2(tmp_path: Path) -> None:
     proc = llmrack("validate", "--inventory", str(tmp_path / "missing"))
     assert proc.returncode == 2 and "does not exist" in proc.stderr
@@ -73,6 +74,8 @@ def test_bad_options_exit_2(tmp_path: Path) -> None:
         (("--local", "--serving-url", "http://127.0.0.1:9", "--api-key-file", str(tmp_path / "no-keys")),
          "cannot read the API key file"),
         (("collect", "--local", "--out", str(tmp_path / "a-file" / "node.tar.gz")), "cannot write the evidence"),
+        (("--inventory", str(tmp_path), "--serving-url", "http://127.0.0.1:9"), "go with --local"),
+        (("--local", "--api-key-file", str(tmp_path / "a-file")), "needs --serving-url"),
     ]:
         proc = llmrack("validate", *args)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, args
