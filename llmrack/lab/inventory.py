@@ -99,7 +99,13 @@ def write_inventory(state: LabState, deployment: dict[str, Any], serving: dict[s
             monitoring["hosts"][node.name] = {}
     hosts = {
         "all": {
-            "vars": {"ansible_user": "root", "ansible_python_interpreter": "/usr/bin/python3"},
+            "vars": {
+                "ansible_user": "root",
+                "ansible_python_interpreter": "/usr/bin/python3",
+                # In the inventory too (not only ansible.cfg): testinfra's ansible backend reads only these.
+                "ansible_ssh_private_key_file": str(state.ssh_key.resolve()),
+                "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            },
             "children": {
                 "serving_nodes": {"children": groups},
                 "monitoring": monitoring,

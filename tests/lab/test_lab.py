@@ -44,7 +44,7 @@ def test_containerd_and_serving_run(lab_up: lab.UpResult, node: str) -> None:
         assert host.service(unit).is_running, unit
         assert host.service(unit).is_enabled, unit
     assert host.file("/etc/containerd/conf.d/10-llmrack.toml").contains('snapshotter = "native"')
-    assert host.socket("tcp://0.0.0.0:8000").is_listening
+    assert '"status"' in host.check_output("curl -fsS http://127.0.0.1:%s/health", "8000")
 
 
 def test_nvidia_stack_on_the_simulated_a100(lab_up: lab.UpResult) -> None:
@@ -98,15 +98,16 @@ def _prom(result: lab.UpResult, query: str) -> list[dict[str, Any]]:
 def test_prometheus_scrapes_exporters_of_every_node(lab_up: lab.UpResult) -> None:
     names = {n.name for n in lab_up.state.nodes}
     expected = {(job, n) for job in ("node", "serving") for n in names}
-    # Targets turn up at their first scrape (every 15 s): poll for a while rather than sleep blindly.
-    deadline = time.monotonic() + 90
+    # Targets turn up at their first scrape (every 15 s) and a node's serving restarts late in the run:
+    # poll for a while rather than sleep blindly.
+    deadline = time.monotonic() + 180
     while True:
         up = {(r["metric"]["job"], r["metric"]["node"]) for r in _prom(lab_up, 'up{job=~"node|serving"} == 1')}
-        if up == expected or time.monotonic() > deadline:
+        counts = {r["metric"]["vendor"]: float(r["value"][1]) for r in _prom(lab_up, "llmrack_accelerator_count")}
+        if (up == expected and counts == {"nvidia": 8.0, "ascend": 8.0}) or time.monotonic() > deadline:
             break
-        time.sleep(3)
+        time.sleep(5)
     assert up == expected
-    counts = {r["metric"]["vendor"]: float(r["value"][1]) for r in _prom(lab_up, "llmrack_accelerator_count")}
     assert counts == {"nvidia": 8.0, "ascend": 8.0}
 
 
