@@ -133,6 +133,13 @@ def collect(out: Path, level: Level, local: bool, inventory: Path | None, limit:
         raise UsageError(f"no host in {inventory} matches {limit!r}")
     if len(targets) > 1 and out.name.endswith((".tar.gz", ".tgz")):
         raise UsageError(f"{len(targets)} hosts selected: give a directory for --out (one archive per host)")
+    # Made before any node is read: a probe at level standard takes minutes to be thrown away otherwise.
+    where = out.parent if out.name.endswith((".tar.gz", ".tgz")) else out
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = f"{exc.filename} is a file" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
+        raise UsageError(f"cannot write the evidence to {out}: {why}") from None
     # Nodes are read in parallel, as during a run; a node that cannot be read stops the collection.
     with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
         futures = [pool.submit(gather, host, name, level.value, node_python, image)
