@@ -61,7 +61,8 @@ def test_analyze_recorded_dumps_against_inventory(tmp_path: Path) -> None:
     rep = report(out)
     assert set(rep["nodes"]) == {"a100-node1", "a100-node2", "a100-node3", "ascend-node2"}
     failed = {c["id"] for c in rep["checks"] if c["status"] in ("fail", "error")}
-    assert not any(i.endswith("[a100-node1]") or "[a100-node1-" in i for i in failed)  # the healthy box
+    healthy_box = [i for i in failed if i.endswith("[a100-node1]") or "[a100-node1-" in i]
+    assert not healthy_box, [(c["id"], c.get("message")) for c in rep["checks"] if c["id"] in healthy_box]
     assert {"nvidia.gpu_count[a100-node2]", "nvidia.xid[a100-node2]", "nvidia.sku[a100-node2-gpu3]",
             "nvidia.row_remap[a100-node3-gpu5]", "nvidia.ecc_uncorrectable[a100-node3-gpu5]",
             "ascend.health[ascend-node2-npu4]", "ascend.hccn_link[ascend-node2-npu4]"} <= failed
