@@ -112,6 +112,16 @@ class DeploymentSpec(_Strict):
             raise ValueError(str(NotFoundError.for_name("accelerator", value, catalog.accelerators())))
         return value
 
+    @model_validator(mode="after")
+    def _prod_never_runs_unscanned(self) -> DeploymentSpec:
+        # Production runs only images that passed the Clair gate; no spec can opt out of that.
+        if self.environment is Environment.prod and self.images.allow_unscanned:
+            raise ValueError(
+                "images.allow_unscanned: true is not allowed in environment prod; scan the image "
+                "(llmrack scan) or deploy to lab, dev or staging"
+            )
+        return self
+
     @property
     def unscanned_images_allowed(self) -> bool:
         if self.images.allow_unscanned is not None:

@@ -47,8 +47,14 @@ def test_defaults():
 @pytest.mark.parametrize(("env", "allowed"), [("lab", True), ("dev", True), ("staging", False), ("prod", False)])
 def test_unscanned_images_default_by_environment(env, allowed):
     assert parse_spec(with_("environment", env), "x").unscanned_images_allowed is allowed
-    assert parse_spec({**with_("environment", env), "images": {"allow_unscanned": not allowed}}, "x")\
-        .unscanned_images_allowed is (not allowed)
+    if env != "prod":
+        assert parse_spec({**with_("environment", env), "images": {"allow_unscanned": not allowed}}, "x")\
+            .unscanned_images_allowed is (not allowed)
+
+
+def test_prod_refuses_unscanned_images_whatever_the_spec_says():
+    with pytest.raises(SpecError, match=r"images.allow_unscanned: true is not allowed in environment prod"):
+        parse_spec({**with_("environment", "prod"), "images": {"allow_unscanned": True}}, "x")
 
 
 @pytest.mark.parametrize(
