@@ -102,7 +102,7 @@ def test_prometheus_scrapes_exporters_of_every_node(lab_up: lab.UpResult) -> Non
     # poll for a while rather than sleep blindly.
     deadline = time.monotonic() + 180
     while True:
-        up = {(r["metric"]["job"], r["metric"]["node"]) for r in _prom(lab_up, 'up{job=~"node|serving"} == 1')}
+        up = {(r["metric"]["job"], r["metric"].get("node", "")) for r in _prom(lab_up, 'up{job=~"node|serving"} == 1')}
         counts = {r["metric"]["vendor"]: float(r["value"][1]) for r in _prom(lab_up, "llmrack_accelerator_count")}
         if (up == expected and counts == {"nvidia": 8.0, "ascend": 8.0}) or time.monotonic() > deadline:
             break
