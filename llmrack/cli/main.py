@@ -11,8 +11,19 @@ import sys
 import typer
 
 from llmrack import __version__
-from llmrack.cli import catalog_cmd, image_cmd, inventory_cmd, lab_cmd, plan_cmd, scan_cmd, spec_cmd, validate_cmd
-from llmrack.cli import bench_cmd, model_cmd, serve_cmd  # serving layer (issue 3)
+from llmrack.cli import (  # serving layer (issue 3)
+    bench_cmd,
+    catalog_cmd,
+    image_cmd,
+    inventory_cmd,
+    lab_cmd,
+    model_cmd,
+    plan_cmd,
+    scan_cmd,
+    serve_cmd,
+    spec_cmd,
+    validate_cmd,
+)
 from llmrack.cli.output import stderr
 from llmrack.errors import LlmrackError
 

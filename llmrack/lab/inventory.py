@@ -7,6 +7,7 @@ uses the native snapshotter because overlay cannot mount inside a node.
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from llmrack.errors import LlmrackError
 from llmrack.lab import sim
 from llmrack.lab.nodes import MIRROR_ON_NODE
 from llmrack.lab.state import GROUP_OF_PROFILE, LabState, Profile
@@ -72,11 +74,16 @@ def write_vault(state: LabState, ansible_bin: Path, api_key: str) -> None:
     vault = state.lab_dir / "inventory" / "group_vars" / "all" / "vault.yml"
     if vault.exists():
         return
-    vault.write_text(yaml.safe_dump({"serving_api_keys": [api_key]}))
-    subprocess.run(
-        [str(ansible_bin / "ansible-vault"), "encrypt", "--vault-password-file", str(pw), str(vault)],
-        check=True, capture_output=True,
+    # The plaintext goes through stdin so the key never lands on disk unencrypted, and a caller's
+    # ANSIBLE_CONFIG (another lab's, say) must not decide how this lab's vault is written.
+    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CONFIG"}
+    proc = subprocess.run(
+        [str(ansible_bin / "ansible-vault"), "encrypt", "--vault-password-file", str(pw), "--output", str(vault), "-"],
+        input=yaml.safe_dump({"serving_api_keys": [api_key]}), capture_output=True, text=True, env=env, check=False,
     )
+    if proc.returncode != 0:
+        vault.unlink(missing_ok=True)
+        raise LlmrackError(f"ansible-vault could not encrypt the lab's API key: {(proc.stderr or proc.stdout).strip()}")
 
 
 def write_inventory(state: LabState, deployment: dict[str, Any], serving: dict[str, Any] | None) -> None:

@@ -41,14 +41,17 @@ def lab_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.UpResult]:
     reason = _podman_works(lab_dir)
     if reason:
         pytest.skip(reason)
-    # testinfra's ansible backend and the lab's playbooks use the ansible next to this interpreter.
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    # testinfra's ansible backend and the lab's playbooks use the ansible next to this interpreter. The
+    # environment is restored afterwards: a leaked ANSIBLE_CONFIG would point later tests at a removed lab.
+    env = pytest.MonkeyPatch()
+    env.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     try:
         result = lab.up(lab_dir, len(PROFILES), PROFILES)
         print(f"\nlab up ({len(PROFILES)} nodes): " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()))
-        os.environ["ANSIBLE_CONFIG"] = str(result.state.ansible_cfg)
+        env.setenv("ANSIBLE_CONFIG", str(result.state.ansible_cfg))
         yield result
     finally:
+        env.undo()
         state = lab.load_state(lab_dir)
         lab.down(lab_dir)
         if state is not None:
