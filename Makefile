@@ -7,8 +7,12 @@ BIN := $(VENV)/bin
 setup:
 	./scripts/setup.sh
 
-# Main job: for now the planner's comparison of every accelerator for a distilled DeepSeek model.
+# Main job: a rack in a box (2 nodes) provisioned by site.yml, serving a tiny model, validated.
 lab: setup
+	$(BIN)/llmrack lab up --nodes 2
+
+# The capacity planner's comparison of every accelerator for a distilled DeepSeek model.
+plan: setup
 	$(BIN)/llmrack plan --model deepseek-r1-distill-qwen-32b --context 8192 --concurrency 32
 
 test: setup

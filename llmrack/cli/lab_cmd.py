@@ -33,9 +33,13 @@ def up(
     serving: bool = typer.Option(
         True, "--serving/--no-serving", help="build the serving image and tiny model and deploy them (serving play)"
     ),
+    validate: bool = typer.Option(
+        True, "--validate/--no-validate", help="run `llmrack validate` (quick level) against the nodes afterwards"
+    ),
     lab_dir: Path = LAB_DIR,
 ) -> None:
-    """Build (once) the node image, boot the nodes, write the inventory and run site.yml; nodes stay up."""
+    """The main job: node image (cached) -> serving image and tiny model (cached) -> scan gate -> boot the nodes
+    -> site.yml -> validation -> where to look. Nodes stay up; re-running resumes from the caches and converges."""
     with _progress() as progress:
         task = progress.add_task("starting", total=None)
 
@@ -51,6 +55,40 @@ def up(
     for name, secs in result.seconds.items():
         info(f"  {name}: {secs:.0f} s")
     _report(result)
+    if not provision:
+        return
+    report_dir = result.state.lab_dir / "validation"
+    if validate:
+        info("lab: validation (llmrack validate --level quick) against every node")
+        rc = lab.validate(result.state, report_dir)
+        if rc != 0:
+            stderr.print(
+                f"[red]validation {'found failing checks' if rc == 1 else 'could not run'} (exit {rc})[/red]: read "
+                f"{report_dir}/report.html; re-check with `llmrack validate --inventory {result.state.inventory} "
+                f"--report {report_dir}` or re-run `llmrack lab up` to converge first.", highlight=False)
+            raise typer.Exit(rc)
+    _where_to_look(result, report_dir if validate else None, serving)
+
+
+def _where_to_look(result: lab.UpResult, report_dir: Path | None, serving: bool) -> None:
+    data = lab.status(result.state.lab_dir)
+    stdout.print("\n[bold]The lab is up.[/bold]", highlight=False)
+    if result.gate:
+        stdout.print(f"[yellow]scan gate:[/yellow] {result.gate}", highlight=False)
+    for node in data["nodes"]:
+        stdout.print(f"[bold]{node['name']}[/bold] ({node['profile']}) ssh {node['ssh']}", highlight=False)
+        if serving:
+            stdout.print(
+                f"  curl -s {node['serving_url']}/v1/completions "
+                f"-H \"Authorization: Bearer $(cat {data['api_key_file']})\" -H 'content-type: application/json' "
+                f"-d '{{\"model\": \"{serving_artifacts.SERVED_NAME}\", \"prompt\": \"Hello\", \"max_tokens\": 16}}'",
+                highlight=False, soft_wrap=True)
+        if node["prometheus_url"]:
+            stdout.print(f"  Prometheus UI: {node['prometheus_url']}", highlight=False)
+    if report_dir is not None:
+        stdout.print(f"validation report: {report_dir / 'report.html'} (also report.json, junit.xml)", highlight=False)
+    stdout.print(f"inventory: {data['inventory']}   status: llmrack lab status   tear down: llmrack lab down",
+                 highlight=False)
 
 
 @app.command("provision")

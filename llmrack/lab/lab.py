@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmrack.errors import UsageError
+from llmrack.errors import LlmrackError, UsageError
 from llmrack.lab import image, inventory, nodes, serving_artifacts, sim
 from llmrack.lab.podman import Podman
 from llmrack.lab.runner import ansible_bin, run_playbook
 from llmrack.lab.state import LabState, NodeState, Profile, load, prefix_for, save
+from llmrack.scan.gate import RESULTS_SUBDIR, ScanResult, ScanStatus, gate_decision, record_result
+from llmrack.spec import parse_spec
 
 DEFAULT_LAB_DIR = Path(".lab")
 MAX_NODES = 16
@@ -26,6 +32,7 @@ class UpResult:
     recap: dict[str, dict[str, int]]
     log: Path | None
     seconds: dict[str, float] = field(default_factory=dict)
+    gate: str | None = None  # the scan gate's verdict on the serving image
 
     @property
     def failed_hosts(self) -> list[str]:
@@ -109,8 +116,9 @@ def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = 
     inventory.write_vault(state, ansible_bin(), serving_artifacts.api_key(lab_dir))
     inventory.write_ansible_cfg(state)
     save(state)
+    gate = _scan_gate(state, artifacts, step) if artifacts else None
     if not provision:
-        return UpResult(state, 0, {}, None, timings)
+        return UpResult(state, 0, {}, None, timings, gate)
     step("ansible-playbook site.yml")
     # Until the serving image and model can be built, everything else is still provisioned.
     extra = [] if artifacts else ["--skip-tags", "serving"]
@@ -120,7 +128,33 @@ def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = 
     timings["site.yml"] = secs
     state.last_run = recap
     save(state)
-    return UpResult(state, rc, recap, log, timings)
+    return UpResult(state, rc, recap, log, timings, gate)
+
+
+def _scan_gate(state: LabState, artifacts: serving_artifacts.ServingArtifacts, step: Step) -> str:
+    """The lab has no Clair to scan with: file the image as unscanned under its digest (as a rack's rollout
+    records every verdict) and ask the same gate the serving role asks. The lab's spec (environment lab)
+    allows unscanned images, so this passes, loudly; a prod spec would stop here."""
+    results = state.inventory.parent / RESULTS_SUBDIR
+    record_result(results, ScanResult(digest=artifacts.digest, status=ScanStatus.unscanned,
+                                      scanned_at=dt.datetime.now(dt.UTC), reason="no Clair endpoint in the lab"),
+                  keep_existing_verdict=True)
+    spec = parse_spec(serving_artifacts.deployment(artifacts), "the lab's deployment spec")
+    ok, reason = gate_decision(artifacts.digest, results, spec.unscanned_images_allowed)
+    step(f"scan gate: {reason}")
+    if not ok:
+        raise LlmrackError(f"scan gate refused the serving image: {reason}")
+    return reason
+
+
+def validate(state: LabState, report_dir: Path, level: str = "quick") -> int:
+    """Run `llmrack validate` against the lab's inventory (its own process: the suite imports Ansible,
+    which must not share a process with torch); its summary goes to the terminal. Returns its exit code."""
+    cmd = [sys.executable, "-m", "llmrack", "validate", "--inventory", str(state.inventory), "--level", level,
+           "--report", str(report_dir)]
+    env = {**os.environ, "ANSIBLE_CONFIG": str(state.ansible_cfg),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(cmd, env=env, check=False).returncode
 
 
 def provision(lab_dir: Path, playbook: str = "site.yml", extra_args: list[str] | None = None,
