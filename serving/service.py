@@ -251,39 +251,37 @@ class OpenAIService:
                 self._done(rid)
         return Stream(lines, cleanup)
 
-    async def _completion_chunks(self, engine: AsyncEngine, rid: str, model: str, created: int,
-                                 include_usage: bool) -> AsyncIterator[str]:
-        last = None
+    def _completion_chunks(self, engine: AsyncEngine, rid: str, model: str, created: int,
+                           include_usage: bool) -> AsyncIterator[str]:
         template = _ChunkTemplate(CompletionResponse(id=rid, created=created, model=model, choices=[
             CompletionChoice(text=_ChunkTemplate.TEXT, finish_reason=_ChunkTemplate.REASON)]).model_dump_json())
-        try:
-            async for out in engine.stream(rid):
-                last = out
-                if out.finish_reason is FinishReason.error:
-                    yield _sse(ErrorResponse.model_validate({"error": {"message": ENGINE_FAILURE,
-                                                                       "type": "internal_error"}}).model_dump_json())
-                    break
-                if out.delta_text or out.new_token_ids or out.finished:
-                    yield template.render(out.delta_text, _finish(out.finish_reason))
-            if include_usage and last is not None:
-                usage = Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
-                              total_tokens=last.prompt_tokens + last.completion_tokens)
-                yield _sse(CompletionResponse(id=rid, created=created, model=model, choices=[],
-                                              usage=usage).model_dump_json())
-            yield "data: [DONE]\n\n"
-        finally:
-            self._done(rid)
 
-    async def _chat_chunks(self, engine: AsyncEngine, rid: str, model: str, created: int,
-                           include_usage: bool) -> AsyncIterator[str]:
+        def usage_chunk(usage: Usage) -> str:
+            return CompletionResponse(id=rid, created=created, model=model, choices=[], usage=usage).model_dump_json()
+
+        return self._chunks(engine, rid, template, usage_chunk if include_usage else None)
+
+    def _chat_chunks(self, engine: AsyncEngine, rid: str, model: str, created: int,
+                     include_usage: bool) -> AsyncIterator[str]:
+        first = ChatCompletionChunk(id=rid, created=created, model=model, choices=[
+            ChatChunkChoice(delta=ChatDelta(role="assistant", content=""))]).model_dump_json()
+        template = _ChunkTemplate(ChatCompletionChunk(id=rid, created=created, model=model, choices=[
+            ChatChunkChoice(delta=ChatDelta(content=_ChunkTemplate.TEXT), finish_reason=_ChunkTemplate.REASON)
+        ]).model_dump_json())
+
+        def usage_chunk(usage: Usage) -> str:
+            return ChatCompletionChunk(id=rid, created=created, model=model, choices=[], usage=usage).model_dump_json()
+
+        return self._chunks(engine, rid, template, usage_chunk if include_usage else None, first)
+
+    async def _chunks(self, engine: AsyncEngine, rid: str, template: _ChunkTemplate,
+                      usage_chunk: Callable[[Usage], str] | None, first: str | None = None) -> AsyncIterator[str]:
+        """SSE lines of one request, completions and chat alike: an optional opening chunk, one chunk per
+        output, the usage chunk when asked for, then [DONE]; the request is released however it ends."""
         last = None
         try:
-            first = ChatCompletionChunk(id=rid, created=created, model=model, choices=[
-                ChatChunkChoice(delta=ChatDelta(role="assistant", content=""))])
-            yield _sse(first.model_dump_json())
-            template = _ChunkTemplate(ChatCompletionChunk(id=rid, created=created, model=model, choices=[
-                ChatChunkChoice(delta=ChatDelta(content=_ChunkTemplate.TEXT), finish_reason=_ChunkTemplate.REASON)
-            ]).model_dump_json())
+            if first is not None:
+                yield _sse(first)
             async for out in engine.stream(rid):
                 last = out
                 if out.finish_reason is FinishReason.error:
@@ -292,11 +290,9 @@ class OpenAIService:
                     break
                 if out.delta_text or out.new_token_ids or out.finished:
                     yield template.render(out.delta_text, _finish(out.finish_reason))
-            if include_usage and last is not None:
-                usage = Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
-                              total_tokens=last.prompt_tokens + last.completion_tokens)
-                yield _sse(ChatCompletionChunk(id=rid, created=created, model=model, choices=[],
-                                               usage=usage).model_dump_json())
+            if usage_chunk is not None and last is not None:
+                yield _sse(usage_chunk(Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
+                                             total_tokens=last.prompt_tokens + last.completion_tokens)))
             yield "data: [DONE]\n\n"
         finally:
             self._done(rid)
