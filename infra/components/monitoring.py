@@ -2,8 +2,7 @@
 plus prometheus-adapter, which serves the queue metric to the serving autoscaler.
 
 The rule file and dashboards live in infra/monitoring/ as plain files so that the Ansible monitoring role
-can ship the same ones; it does not yet (it renders its own rules), so racks and clusters still alert on
-different rule sets.
+ships the same ones to racks (monitoring_shared_rules_file, monitoring_shared_dashboards_dir).
 """
 
 from __future__ import annotations

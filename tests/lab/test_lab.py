@@ -117,6 +117,8 @@ def test_alert_rules_are_loaded(lab_up: lab.UpResult) -> None:
     groups = httpx.get(f"{mon.prometheus_url}/api/v1/rules", timeout=30).json()["data"]["groups"]
     names = {r["name"] for g in groups for r in g["rules"]}
     assert {"NodeExporterDown", "AcceleratorMissing", "ServingDown", "ServingQueueFilling"} <= names
+    # ...and the rule file shared with the Pulumi monitoring stack (infra/monitoring/alerts.yml).
+    assert {"LlmrackGpuXidError", "LlmrackGpuEccUncorrectable"} <= names
 
 
 def test_second_run_changes_nothing(lab_up: lab.UpResult) -> None:
