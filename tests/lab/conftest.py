@@ -41,14 +41,12 @@ def lab_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.UpResult]:
     reason = _podman_works(lab_dir)
     if reason:
         pytest.skip(reason)
-    # testinfra's ansible backend and the lab's playbooks use the ansible next to this interpreter. The
-    # environment is restored afterwards: a leaked ANSIBLE_CONFIG would point later tests at a removed lab.
+    # testinfra's ansible backend and the lab's playbooks use the ansible next to this interpreter.
     env = pytest.MonkeyPatch()
     env.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     try:
         result = lab.up(lab_dir, len(PROFILES), PROFILES)
         print(f"\nlab up ({len(PROFILES)} nodes): " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()))
-        env.setenv("ANSIBLE_CONFIG", str(result.state.ansible_cfg))
         yield result
     finally:
         env.undo()
@@ -58,3 +56,13 @@ def lab_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.UpResult]:
             left = Podman(Path(os.environ.get("TMPDIR", "/tmp"))).run(
                 "ps", "-a", "-q", "--filter", f"label=llmrack.lab={state.prefix}")
             assert not left.split(), f"containers left after lab down: {left}"
+
+
+@pytest.fixture(autouse=True)
+def _lab_ansible_config(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """testinfra reads the lab's vault password and SSH settings from $ANSIBLE_CONFIG: set it for each test
+    that uses the session lab, and only for that test (a session-wide ANSIBLE_CONFIG would leak into every
+    later test module and point it at this lab's config)."""
+    if "lab_up" in request.fixturenames:
+        result: lab.UpResult = request.getfixturevalue("lab_up")
+        monkeypatch.setenv("ANSIBLE_CONFIG", str(result.state.ansible_cfg))
