@@ -74,6 +74,11 @@ class _ChunkTemplate:
         return f"{head}{json.dumps(text, ensure_ascii=False)}{middle}{json.dumps(reason)}{tail}"
 
 
+def _usage(out: RequestOutput) -> Usage:
+    return Usage(prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
+                 total_tokens=out.prompt_tokens + out.completion_tokens)
+
+
 def _finish(reason: FinishReason | None) -> str | None:
     return None if reason is None else reason.value
 
@@ -187,8 +192,7 @@ class OpenAIService:
         return CompletionResponse(
             id=rid, created=created, model=req.model,
             choices=[CompletionChoice(text=text, finish_reason=_finish(last.finish_reason))],
-            usage=Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
-                        total_tokens=last.prompt_tokens + last.completion_tokens),
+            usage=_usage(last),
         )
 
     async def chat(self, req: ChatCompletionRequest, disconnected: Disconnected) -> ChatCompletionResponse | Stream:
@@ -206,8 +210,7 @@ class OpenAIService:
         return ChatCompletionResponse(
             id=rid, created=created, model=req.model,
             choices=[ChatChoice(message=ChatResponseMessage(content=text), finish_reason=_finish(last.finish_reason))],
-            usage=Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
-                        total_tokens=last.prompt_tokens + last.completion_tokens),
+            usage=_usage(last),
         )
 
     # ---- plumbing ---------------------------------------------------------------------------------------------
@@ -291,8 +294,7 @@ class OpenAIService:
                 if out.delta_text or out.new_token_ids or out.finished:
                     yield template.render(out.delta_text, _finish(out.finish_reason))
             if usage_chunk is not None and last is not None:
-                yield _sse(usage_chunk(Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
-                                             total_tokens=last.prompt_tokens + last.completion_tokens)))
+                yield _sse(usage_chunk(_usage(last)))
             yield "data: [DONE]\n\n"
         finally:
             self._done(rid)
