@@ -18,7 +18,7 @@ import yaml
 from llmrack.errors import LlmrackError
 from llmrack.lab import sim
 from llmrack.lab.nodes import MIRROR_ON_NODE
-from llmrack.lab.state import GROUP_OF_PROFILE, LabState, Profile
+from llmrack.lab.state import ACCELERATOR_OF_PROFILE, GROUP_OF_PROFILE, LabState, Profile
 
 ANSIBLE_DIR = Path(__file__).resolve().parents[2] / "ansible"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
@@ -101,6 +101,7 @@ def write_inventory(state: LabState, deployment: dict[str, Any], serving: dict[s
         if node.profile is not Profile.cpu:
             # Simulated accelerators cannot run kernels: the serving layer runs on the node's CPU.
             host["serving_device"] = "cpu"
+            host["llmrack_accelerator"] = ACCELERATOR_OF_PROFILE[node.profile]
         groups[GROUP_OF_PROFILE[node.profile]]["hosts"][node.name] = host
         if node.monitoring:
             monitoring["hosts"][node.name] = {}

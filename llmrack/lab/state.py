@@ -21,6 +21,9 @@ class Profile(StrEnum):
 
 
 GROUP_OF_PROFILE = {Profile.cpu: "cpu_nodes", Profile.sim_a100: "nvidia_nodes", Profile.sim_ascend: "ascend_nodes"}
+# The catalog part each simulated board stands for (tests/fixtures/sim/hardware/<profile>.json): what the
+# validation suite judges the node against, as `llmrack_accelerator` does for a rack's host.
+ACCELERATOR_OF_PROFILE = {Profile.sim_a100: "a100-80g", Profile.sim_ascend: "ascend-910b"}
 
 
 class NodeState(BaseModel):

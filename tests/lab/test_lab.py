@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -54,8 +56,9 @@ def test_nvidia_stack_on_the_simulated_a100(lab_up: lab.UpResult) -> None:
     assert host.service("nvidia-fabricmanager").is_running
     assert "550.127.05" in host.check_output("nv-fabricmanager --version")
     env = host.file("/etc/llmrack/nccl.env").content_string
-    assert "NCCL_IB_HCA=mlx5_0,mlx5_1,mlx5_2,mlx5_3" in env
-    assert host.file("/etc/modules-load.d/llmrack-nvidia-peermem.conf").exists
+    # The lab node sees no InfiniBand device (its /sys is the host's): no HCA named, no peermem.
+    assert "NCCL_IB_DISABLE=1" in env and "NCCL_IB_HCA" not in env
+    assert not host.file("/etc/modules-load.d/llmrack-nvidia-peermem.conf").exists
     assert "nvidia-container-runtime" in host.check_output("containerd config dump")
     assert host.file("/etc/cdi/nvidia.yaml").contains("nvidia.com/gpu")
 
@@ -119,6 +122,36 @@ def test_alert_rules_are_loaded(lab_up: lab.UpResult) -> None:
     assert {"NodeExporterDown", "AcceleratorMissing", "ServingDown", "ServingQueueFilling"} <= names
     # ...and the rule file shared with the Pulumi monitoring stack (infra/monitoring/alerts.yml).
     assert {"LlmrackGpuXidError", "LlmrackGpuEccUncorrectable"} <= names
+
+
+def _checks(report_dir: Path) -> list[dict[str, Any]]:
+    checks: list[dict[str, Any]] = json.loads((report_dir / "report.json").read_text())["checks"]
+    return checks
+
+
+def test_validation_passes_the_converged_lab_and_catches_a_bad_gpu(lab_up: lab.UpResult, tmp_path: Path) -> None:
+    """The suite judges the simulated boards against the catalog parts the inventory names; then one GPU of the
+    sim-a100 node reports uncorrectable ECC errors (its hardware description edited on the node, as a failing
+    HBM would show) and the suite fails that GPU, and only that check."""
+    assert lab.validate(lab_up.state, tmp_path / "healthy") == 0
+    healthy = _checks(tmp_path / "healthy")
+    judged = {c["check"].split(".")[0] for c in healthy if c["status"] == "pass"}
+    assert {"nvidia", "ascend"} <= judged, sorted(judged)
+
+    gpu_node = _node(lab_up, Profile.sim_a100).name
+    host = _host(lab_up, gpu_node)
+    hw_path = "/etc/llmrack-sim/hardware.json"
+    original = host.file(hw_path).content_string
+    faulty = json.loads(original)
+    faulty["gpus"][3]["ecc_uncorrected_volatile"] = 2
+    try:
+        host.run(f"printf '%s' {shlex.quote(json.dumps(faulty))} > {hw_path}")
+        assert lab.validate(lab_up.state, tmp_path / "faulty") == 1
+    finally:
+        host.run(f"printf '%s' {shlex.quote(original)} > {hw_path}")
+    failed = [(c["check"], c["node"], c["device"]) for c in _checks(tmp_path / "faulty") if c["status"] == "fail"]
+    assert len(failed) == 1 and failed[0][:2] == ("nvidia.ecc_uncorrectable", gpu_node), failed
+    assert "3" in str(failed[0][2]), failed
 
 
 def test_second_run_changes_nothing(lab_up: lab.UpResult) -> None:

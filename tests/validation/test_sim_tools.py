@@ -186,8 +186,13 @@ def test_sim_nvidia_smi_answers_roles_and_exporter_and_refuses_the_unknown(
                     "--format=csv,noheader").stdout.splitlines()
     assert {tuple(r.split(", ")[1:]) for r in rows} == {("NVIDIA A100-SXM4-80GB", VERSIONS["nvidia-driver"], "Enabled")}
     # nccl_tuning / nvidia_fabricmanager roles read the NVLink matrix and the NIC legend.
+    # Like the real tool, the NIC legend names only HCAs whose driver shows them in sysfs.
     topo = run_tool(root, "nvidia-smi", "topo", "-m").stdout
-    assert "NV12" in topo and "NIC0: mlx5_0" in topo
+    assert "NV12" in topo and "NIC Legend" in topo and "mlx5" not in topo
+    for hca in ("mlx5_0", "mlx5_1"):
+        (root / "sys" / "class" / "infiniband" / hca).mkdir(parents=True)
+    topo = run_tool(root, "nvidia-smi", "topo", "-m").stdout
+    assert "NIC0: mlx5_0" in topo and "NIC1: mlx5_1" in topo and "mlx5_2" not in topo
     # The monitoring role's exporter, run as its timer runs it.
     prom = tmp_path / "accelerator.prom"
     subprocess.run([sys.executable, str(EXPORTER), "--tool", str(root / "usr" / "bin" / "nvidia-smi"),
