@@ -54,7 +54,7 @@ def up(
         progress.update(task, description="done")
     for name, secs in result.seconds.items():
         info(f"  {name}: {secs:.0f} s")
-    _report(result)
+    _report(result, "llmrack lab up (same options)")
     if not provision:
         return
     report_dir = result.state.lab_dir / "validation"
@@ -94,18 +94,20 @@ def _where_to_look(result: lab.UpResult, report_dir: Path | None, serving: bool)
 @app.command("provision")
 def provision(
     playbook: str = typer.Option("site.yml", "--playbook", help="playbook under ansible/playbooks"),
+    extra_vars: list[str] = typer.Option(
+        [], "--extra-vars", "-e", help="KEY=VALUE passed to ansible-playbook -e (repeatable)"),
     lab_dir: Path = LAB_DIR,
 ) -> None:
     """Re-run a playbook against the running lab (a second run must report changed=0)."""
     with _progress() as progress:
         task = progress.add_task(playbook, total=None)
-        result = lab.provision(lab_dir, playbook,
+        result = lab.provision(lab_dir, playbook, [a for v in extra_vars for a in ("-e", v)],
                                on_task=lambda name: progress.update(task, description=f"{playbook}: {name}"))
     info(f"  {playbook}: {result.seconds[playbook]:.0f} s")
-    _report(result)
+    _report(result, " ".join(["llmrack lab provision --playbook", playbook, *(f"-e {v}" for v in extra_vars)]))
 
 
-def _report(result: lab.UpResult) -> None:
+def _report(result: lab.UpResult, resume: str) -> None:
     for host, counts in sorted(result.recap.items()):
         info(f"  {host}: " + " ".join(f"{k}={v}" for k, v in counts.items() if k in ("ok", "changed", "failed",
                                                                                    "unreachable")))
@@ -118,8 +120,10 @@ def _report(result: lab.UpResult) -> None:
                      highlight=False)
         raise typer.Exit(1)
     if failed or result.rc != 0:
-        stderr.print(f"[red]failed:[/red] {', '.join(failed) or 'see the log'}; the other nodes were provisioned. "
-                     "Re-run `llmrack lab up` (same options) to converge them.", highlight=False)
+        unreached = result.unreached_hosts
+        stderr.print(f"[red]failed:[/red] {', '.join(failed) or 'see the log'}"
+                     + (f"; not reached: {', '.join(unreached)}" if unreached else "")
+                     + f". Read the log above, then re-run `{resume}` to converge them.", highlight=False)
         raise typer.Exit(1)
 
 

@@ -36,9 +36,13 @@ class UpResult:
 
     @property
     def failed_hosts(self) -> list[str]:
-        failed = [h for h, c in self.recap.items() if c.get("failed", 0) or c.get("unreachable", 0)]
-        missing = [n.name for n in self.state.nodes if n.name not in self.recap]
-        return sorted(set(failed + (missing if self.rc != 0 else [])))
+        return sorted(h for h, c in self.recap.items() if c.get("failed", 0) or c.get("unreachable", 0))
+
+    @property
+    def unreached_hosts(self) -> list[str]:
+        """Nodes a failed run never got to (a `serial` play stops at its first failed node). A playbook that
+        targets only some groups leaves the rest out of the recap on success too: those are not listed."""
+        return [n.name for n in self.state.nodes if n.name not in self.recap] if self.rc != 0 else []
 
 
 Step = Callable[[str], None]

@@ -45,6 +45,12 @@ def versions() -> dict[str, str]:
     return data
 
 
+def upgrade_versions() -> dict[str, str]:
+    """The newer driver/firmware the mirror also carries, for upgrade-driver.yml."""
+    data: dict[str, str] = json.loads((sim_dir() / "upgrade-versions.json").read_text())
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
 def hardware_file(profile: Profile) -> Path | None:
     if profile is Profile.cpu:
         return None
@@ -70,6 +76,8 @@ def _run_installer(src: Path, version: str) -> str:
         f"sed '1,/^{PAYLOAD_MARK}$/d' \"$0\" | base64 -d | tar -xz -C \"$TMP\"\n"
         'PAYLOAD="$TMP/payload"\n'
         '. "$TMP/install.sh"\n'
+        # What ran, in order (a test reads it to check the firmware-then-driver order of an upgrade).
+        f'mkdir -p /var/log/llmrack-sim && echo "{src.name} $SIM_VERSION $*" >> /var/log/llmrack-sim/installs.log\n'
         "exit 0\n"
         f"{PAYLOAD_MARK}\n{payload}"
     )
@@ -88,18 +96,21 @@ def _built_tree(name: str, version: str, work: Path) -> Path:
 def build_mirror(mirror: Path) -> None:
     """Write every simulated installer/archive/package into `mirror` (idempotent, cheap)."""
     vers = versions()
-    for name, (sub, pattern) in RUN_INSTALLERS.items():
-        dest = mirror / sub / pattern.format(v=vers[name])
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(_run_installer(sim_dir() / name, vers[name]))
-        dest.chmod(0o755)
+    for release in (vers, upgrade_versions()):
+        for name, (sub, pattern) in RUN_INSTALLERS.items():
+            if name not in release:
+                continue
+            dest = mirror / sub / pattern.format(v=release[name])
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(_run_installer(sim_dir() / name, release[name]))
+            dest.chmod(0o755)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        v = vers["nvidia-fabricmanager"]
-        tree = _built_tree("nvidia-fabricmanager", v, work)
-        top = f"fabricmanager-linux-x86_64-{v}-archive"
-        with tarfile.open(mirror / "nvidia" / f"{top}.tar.xz", "w:xz") as tar:
-            tar.add(tree, arcname=top)
+        for v in {vers["nvidia-fabricmanager"], upgrade_versions()["nvidia-fabricmanager"]}:
+            top = f"fabricmanager-linux-x86_64-{v}-archive"
+            tree = _built_tree("nvidia-fabricmanager", v, work)
+            with tarfile.open(mirror / "nvidia" / f"{top}.tar.xz", "w:xz") as tar:
+                tar.add(tree, arcname=top)
         v = vers["nvidia-container-toolkit"]
         tree = _built_tree("nvidia-container-toolkit", v, work)
         debs = mirror / "nvidia" / "container-toolkit"
