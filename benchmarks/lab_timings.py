@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/lab_timings.py --cold     # from nothing: removes both caches first
 
 Runs the real CLI in its own lab directory (.lab-bench) and prints the figures (docs/lab.md records them).
+Each no-op figure is the median of --repeat runs (default 3); the ratio is of the medians.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -39,11 +41,23 @@ def recap(stderr: str) -> dict[str, int]:
     return out
 
 
+def noop(lab: str, repeat: int) -> tuple[float, list[float], dict[str, int]]:
+    """`repeat` no-op site.yml runs: (median seconds, every run's seconds, the last run's changed counts)."""
+    runs, changed = [], {}
+    for _ in range(repeat):
+        secs, err = run("lab", "provision", "--lab-dir", lab)
+        runs.append(round(secs, 1))
+        changed = recap(err)
+    return statistics.median(runs), runs, changed
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cold", action="store_true", help="remove the cached node image and serving image first")
     ap.add_argument("--lab-dir", type=Path, default=ROOT / ".lab-bench")
     ap.add_argument("--no-grow", action="store_true", help="measure 2 nodes only (skip growing to 4)")
+    ap.add_argument("--repeat", type=int, default=3, help="no-op runs per size; the median is reported")
+    ap.add_argument("--keep", action="store_true", help="leave the lab running (its logs/ hold profile_tasks tables)")
     args = ap.parse_args()
     lab = str(args.lab_dir)
     if (args.lab_dir / "state.json").exists():
@@ -56,15 +70,16 @@ def main() -> None:
         shutil.rmtree(serving_artifacts.cache_dir(args.lab_dir), ignore_errors=True)
     figures: dict[str, object] = {"cold": args.cold}
     figures["first_up_2_nodes_s"], _ = run("lab", "up", "--nodes", "2", "--lab-dir", lab)
-    figures["noop_site_2_nodes_s"], err = run("lab", "provision", "--lab-dir", lab)
-    figures["noop_changed_2_nodes"] = recap(err)
+    figures["noop_site_2_nodes_s"], figures["noop_runs_2_nodes_s"], figures["noop_changed_2_nodes"] = noop(
+        lab, args.repeat)
     if not args.no_grow:
         figures["grow_to_4_nodes_s"], _ = run("lab", "up", "--nodes", "4", "--lab-dir", lab)
-        figures["noop_site_4_nodes_s"], err = run("lab", "provision", "--lab-dir", lab)
-        figures["noop_changed_4_nodes"] = recap(err)
+        figures["noop_site_4_nodes_s"], figures["noop_runs_4_nodes_s"], figures["noop_changed_4_nodes"] = noop(
+            lab, args.repeat)
         ratio = float(figures["noop_site_4_nodes_s"]) / float(figures["noop_site_2_nodes_s"])  # type: ignore[arg-type]
         figures["ratio_4_to_2"] = round(ratio, 2)
-    figures["down_s"], _ = run("lab", "down", "--lab-dir", lab)
+    if not args.keep:
+        figures["down_s"], _ = run("lab", "down", "--lab-dir", lab)
     for key, value in figures.items():
         print(f"{key:<24} {round(value, 1) if isinstance(value, float) else value}")
 
