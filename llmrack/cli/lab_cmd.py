@@ -151,9 +151,9 @@ def status(
 
 @app.command("down")
 def down(lab_dir: Path = LAB_DIR) -> None:
-    """Remove the nodes, their network and the lab's state; the cached node image stays."""
-    removed, image = lab.down(lab_dir)
-    info(f"removed {len(removed)} container(s) and the lab state in {lab_dir}")
-    cache = serving_artifacts.cache_dir(lab_dir)
-    info(f"kept the cached node image {image} and the built serving image/model in {cache}; remove them with "
-         f"`podman image rm {image}` and `rm -rf {cache}`")
+    """Remove the nodes, their network and the lab's state; the caches stay (the next `up` reuses them)."""
+    removed, kept = lab.down(lab_dir)
+    info(f"removed {len(removed)} container(s), the lab's network and its state in {lab_dir}")
+    if kept.images or kept.dirs:
+        info("kept, as caches for the next `llmrack lab up`: " + ", ".join([*kept.images, *map(str, kept.dirs)]))
+        info(f"remove them too: {kept.remove_command()}")

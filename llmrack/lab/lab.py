@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llmrack.errors import LlmrackError, UsageError
+from llmrack.images import build
 from llmrack.lab import image, inventory, nodes, serving_artifacts, sim
 from llmrack.lab.podman import Podman
 from llmrack.lab.runner import ansible_bin, run_playbook
@@ -205,16 +206,35 @@ def status(lab_dir: Path) -> dict[str, Any]:
     }
 
 
-def down(lab_dir: Path) -> tuple[list[str], str]:
-    """Remove the nodes, their network and the lab's state; keep the cached node image."""
+@dataclass
+class Leftovers:
+    """What `down` keeps on purpose (caches the next `lab up` reuses), so it can say how to remove them."""
+    images: list[str]  # podman images: the node image, the serving image and the Debian base it was built on
+    dirs: list[Path]   # the serving archive + tiny model, and `llmrack image build`'s cache (base rootfs, wheels)
+
+    def remove_command(self) -> str:
+        parts = []
+        if self.images:
+            parts.append("podman image rm " + " ".join(self.images) + " && podman image prune -f")
+        if self.dirs:
+            parts.append("rm -rf " + " ".join(str(d) for d in self.dirs))
+        return " && ".join(parts)
+
+
+def down(lab_dir: Path) -> tuple[list[str], Leftovers]:
+    """Remove the nodes, their network and the lab's state; keep the caches (and report them)."""
     lab_dir = lab_dir.resolve()
     state = load(lab_dir)
     podman = Podman(lab_dir)
     removed: list[str] = []
     if state is not None:
         removed = nodes.remove_all(podman, state)
+    listed = podman.run("images", "--format", "{{.Repository}}:{{.Tag}}", check=False).split()
     shutil.rmtree(lab_dir, ignore_errors=True)
-    return removed, image.IMAGE
+    ours = (image.IMAGE.rsplit(":", 1)[0], build.IMAGE_NAME, build.BASE_NAME)
+    kept = sorted({ref for ref in listed if ref.rsplit(":", 1)[0] in ours})
+    dirs = [d for d in (serving_artifacts.cache_dir(lab_dir), build.default_cache_dir()) if d.exists()]
+    return removed, Leftovers(kept, dirs)
 
 
 def load_state(lab_dir: Path) -> LabState | None:

@@ -65,6 +65,10 @@ def test_lab_up_serves_and_validates_then_resumes_and_tears_down(tmp_path: Path)
     finally:
         down = llmrack("lab", "down", "--lab-dir", str(lab_dir))
     assert down.returncode == 0, down.stderr
-    assert "podman image rm" in down.stderr  # says how to remove what it keeps
+    # Says what it keeps (the caches) and how to remove them.
+    assert "podman image rm" in down.stderr and "localhost/llmrack-lab-node:bookworm" in down.stderr, down.stderr
+    assert "localhost/llmrack-serving:" in down.stderr and "rm -rf " in down.stderr, down.stderr
     left = Podman(tmp_path).run("ps", "-a", "-q", "--filter", f"label=llmrack.lab={prefix_for(lab_dir)}")
     assert not left.split(), f"containers left after lab down: {left}"
+    networks = Podman(tmp_path).run("network", "ls", "--format", "{{.Name}}").split()
+    assert prefix_for(lab_dir) not in networks and not lab_dir.exists()
