@@ -21,14 +21,16 @@ from typing import Any
 import pytest
 import testinfra  # type: ignore[import-untyped]
 
+from llmrack.lab import sim
+from llmrack.lab.state import Profile
 from llmrack.validation import checks
 from llmrack.validation.evidence import NVML_ITEMS, Evidence, gather
 from llmrack.validation.expect import Expectations
 from tests.unit.validation.conftest import expectations
 
 ROOT = Path(__file__).resolve().parents[2]
-SIM = ROOT / "tests" / "fixtures" / "sim"
-VERSIONS: dict[str, str] = json.loads((SIM / "versions.json").read_text())
+SIM = sim.SIM_DIR
+VERSIONS = sim.versions()
 EXPORTER = ROOT / "ansible" / "roles" / "monitoring" / "files" / "llmrack-accelerator-exporter"
 
 GPU_CHECKS = [checks.nvidia_sku, checks.nvidia_memory, checks.nvidia_persistence_mode, checks.nvidia_ecc_mode,
@@ -38,7 +40,9 @@ NPU_CHECKS = [checks.ascend_health, checks.ascend_hbm, checks.ascend_firmware_ve
 
 
 def hardware(profile: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((SIM / "hardware" / f"{profile}.json").read_text())
+    path = sim.hardware_file(Profile(profile))
+    assert path is not None
+    data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
