@@ -95,8 +95,8 @@ def _built_tree(name: str, version: str, work: Path) -> Path:
 
 def build_mirror(mirror: Path) -> None:
     """Write every simulated installer/archive/package into `mirror` (idempotent, cheap)."""
-    vers = versions()
-    for release in (vers, upgrade_versions()):
+    vers, upgrades = versions(), upgrade_versions()
+    for release in (vers, upgrades):
         for name, (sub, pattern) in RUN_INSTALLERS.items():
             if name not in release:
                 continue
@@ -106,7 +106,7 @@ def build_mirror(mirror: Path) -> None:
             dest.chmod(0o755)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for v in {vers["nvidia-fabricmanager"], upgrade_versions()["nvidia-fabricmanager"]}:
+        for v in {vers["nvidia-fabricmanager"], upgrades["nvidia-fabricmanager"]}:
             top = f"fabricmanager-linux-x86_64-{v}-archive"
             tree = _built_tree("nvidia-fabricmanager", v, work)
             with tarfile.open(mirror / "nvidia" / f"{top}.tar.xz", "w:xz") as tar:
