@@ -10,23 +10,15 @@ from typing import Any
 
 import httpx
 import pytest
-import testinfra
 
 from llmrack.lab import lab, serving_artifacts
 from llmrack.lab.state import Profile
+from tests.lab.hosts import host_of, node_of
 
 pytestmark = pytest.mark.lab
 
 
-def _host(result: lab.UpResult, name: str) -> Any:
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=str(result.state.inventory))
-
-
-def _node(result: lab.UpResult, profile: Profile) -> Any:
-    return next(n for n in result.state.nodes if n.profile is profile)
-
-
-def test_site_converges_every_node(lab_up: lab.UpResult) -> None:
+def test_site_converges_everynode_of(lab_up: lab.UpResult) -> None:
     assert lab_up.rc == 0, f"site.yml failed, see {lab_up.log}"
     assert sorted(lab_up.recap) == sorted(n.name for n in lab_up.state.nodes)
     assert all(c["failed"] == 0 and c["unreachable"] == 0 for c in lab_up.recap.values()), lab_up.recap
@@ -41,7 +33,7 @@ def test_status_reports_inventory_and_serving_urls(lab_up: lab.UpResult) -> None
 
 @pytest.mark.parametrize("node", ["node1", "node2"])
 def test_containerd_and_serving_run(lab_up: lab.UpResult, node: str) -> None:
-    host = _host(lab_up, node)
+    host = host_of(lab_up, node)
     for unit in ("containerd", "llmrack-serving", "prometheus-node-exporter"):
         assert host.service(unit).is_running, unit
         assert host.service(unit).is_enabled, unit
@@ -50,7 +42,7 @@ def test_containerd_and_serving_run(lab_up: lab.UpResult, node: str) -> None:
 
 
 def test_nvidia_stack_on_the_simulated_a100(lab_up: lab.UpResult) -> None:
-    host = _host(lab_up, _node(lab_up, Profile.sim_a100).name)
+    host = host_of(lab_up, node_of(lab_up, Profile.sim_a100).name)
     gpus = host.check_output("nvidia-smi --query-gpu=name,driver_version,persistence_mode --format=csv,noheader")
     assert gpus.splitlines() == ["NVIDIA A100-SXM4-80GB, 550.127.05, Enabled"] * 8
     assert host.service("nvidia-fabricmanager").is_running
@@ -64,7 +56,7 @@ def test_nvidia_stack_on_the_simulated_a100(lab_up: lab.UpResult) -> None:
 
 
 def test_ascend_stack_on_the_simulated_910b(lab_up: lab.UpResult) -> None:
-    host = _host(lab_up, _node(lab_up, Profile.sim_ascend).name)
+    host = host_of(lab_up, node_of(lab_up, Profile.sim_ascend).name)
     assert host.user("HwHiAiUser").exists
     assert host.file("/usr/local/Ascend/driver/version.info").contains("Version=24.1.rc3")
     assert host.file("/usr/local/Ascend/firmware/version.info").contains("Version=7.5.0.1.129")
@@ -74,7 +66,7 @@ def test_ascend_stack_on_the_simulated_910b(lab_up: lab.UpResult) -> None:
 
 @pytest.mark.parametrize("profile", [Profile.sim_ascend, Profile.sim_a100])
 def test_serving_answers_a_completion(lab_up: lab.UpResult, profile: Profile) -> None:
-    url = _node(lab_up, profile).serving_url
+    url = node_of(lab_up, profile).serving_url
     key = serving_artifacts.api_key(lab_up.state.lab_dir)
     denied = httpx.post(f"{url}/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 4}, timeout=60)
     assert denied.status_code == 401
@@ -98,7 +90,7 @@ def _prom(result: lab.UpResult, query: str) -> list[dict[str, Any]]:
     return data
 
 
-def test_prometheus_scrapes_exporters_of_every_node(lab_up: lab.UpResult) -> None:
+def test_prometheus_scrapes_exporters_of_everynode_of(lab_up: lab.UpResult) -> None:
     names = {n.name for n in lab_up.state.nodes}
     expected = {(job, n) for job in ("node", "serving") for n in names}
     # Targets turn up at their first scrape (every 15 s) and a node's serving restarts late in the run:
@@ -138,8 +130,8 @@ def test_validation_passes_the_converged_lab_and_catches_a_bad_gpu(lab_up: lab.U
     judged = {c["check"].split(".")[0] for c in healthy if c["status"] == "pass"}
     assert {"nvidia", "ascend"} <= judged, sorted(judged)
 
-    gpu_node = _node(lab_up, Profile.sim_a100).name
-    host = _host(lab_up, gpu_node)
+    gpu_node = node_of(lab_up, Profile.sim_a100).name
+    host = host_of(lab_up, gpu_node)
     hw_path = "/etc/llmrack-sim/hardware.json"
     original = host.file(hw_path).content_string
     faulty = json.loads(original)

@@ -11,13 +11,12 @@ import tarfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import testinfra
 
 from llmrack.lab import lab
+from tests.lab.hosts import host_of
 
 pytestmark = pytest.mark.lab
 
@@ -90,15 +89,11 @@ class ReadyWatch:
         return down[0], down[-1]
 
 
-def _host(result: lab.UpResult, name: str) -> Any:
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=str(result.state.inventory))
-
-
 def _deployed(result: lab.UpResult) -> dict[str, tuple[list[str], str]]:
     """node -> (its deployment history, the unit's ExecStart line naming the image it runs)."""
     out = {}
     for node in result.state.nodes:
-        host = _host(result, node.name)
+        host = host_of(result, node.name)
         unit = next(line for line in host.file(UNIT).content_string.splitlines() if "llmrack.local/serving@" in line)
         out[node.name] = (json.loads(host.file(HISTORY).content_string), unit)
     return out

@@ -7,21 +7,15 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from typing import Any
 
 import httpx
 import pytest
-import testinfra
 
 from llmrack.lab import lab, sim
 from llmrack.lab.state import Profile
+from tests.lab.hosts import host_of, node_of
 
 pytestmark = pytest.mark.lab
-
-
-def _host(result: lab.UpResult, profile: Profile) -> tuple[str, Any]:
-    node = next(n for n in result.state.nodes if n.profile is profile)
-    return node.name, testinfra.get_host(f"ansible://{node.name}", ansible_inventory=str(result.state.inventory))
 
 
 def test_upgrade_driver_moves_each_board_to_the_new_version_and_serves_again(lab_up: lab.UpResult) -> None:
@@ -39,13 +33,13 @@ def test_upgrade_driver_moves_each_board_to_the_new_version_and_serves_again(lab
     assert set(changed) == {n.name for n in lab_up.state.nodes}, proc.stderr
     assert all(int(c) > 0 for c in changed.values()), proc.stderr
 
-    _, gpu = _host(lab_up, Profile.sim_a100)
+    gpu = host_of(lab_up, node_of(lab_up, Profile.sim_a100).name)
     drivers = gpu.check_output("nvidia-smi --query-gpu=driver_version --format=csv,noheader").splitlines()
     assert drivers == [new["nvidia-driver"]] * 8 and old["nvidia-driver"] not in drivers
     assert new["nvidia-fabricmanager"] in gpu.check_output("nv-fabricmanager --version")
     assert gpu.service("nvidia-fabricmanager").is_running
 
-    _, npu = _host(lab_up, Profile.sim_ascend)
+    npu = host_of(lab_up, node_of(lab_up, Profile.sim_ascend).name)
     board = npu.check_output("npu-smi info -t board -i 0")
     assert new["ascend-driver"] in board and new["ascend-firmware"] in board
     # An upgrade writes the firmware through the installed (old) driver first, then replaces the driver.
