@@ -83,9 +83,10 @@ def scan(
 
 
 def _print_table(evaluation: Evaluation) -> None:
-    shown = [f for f in evaluation.findings if f.verdict is not Verdict.accepted]
+    shown = [f for f in evaluation.findings if f.verdict in (Verdict.blocking, Verdict.allowed)]
     hidden = len(evaluation.findings) - len(shown)
-    table = Table(title=f"vulnerabilities blocking or allowlisted ({hidden} more below the policy's thresholds)")
+    table = Table(title=f"vulnerabilities blocking or allowlisted ({hidden} more below the policy's thresholds "
+                        "or not affected)")
     for col in ("verdict", "severity", "id", "package", "installed", "fixed in", "note"):
         table.add_column(col)
     style = {Verdict.blocking: "red", Verdict.allowed: "yellow"}

@@ -4,6 +4,14 @@ A vulnerability blocks when its normalized severity is in `fail_on` and a fixed 
 image should be rebuilt), or when it is in `fail_on_unpatched` and no fix exists yet (the risk is judged
 too high to ship even without a remedy). An allowlist entry with a reason and an expiry date lets a
 named vulnerability pass (optionally for one package only) until that date.
+
+Clair's `fixed_in_version` carries two sentinels besides real versions; each is judged as what it means:
+- `"0:0"` (and the bare `"0"` it comes from): Debian's security tracker writes `"fixed_version": "0"` for a
+  package that was never vulnerable in that release ("not affected"); Clair's OVAL-era Debian updater turned it
+  into `"0:0"` and still listed the record (quay/clair#1270, quay/clair#1125). Nothing is installed below
+  version 0, so the package is not affected: the finding is kept in the report as `not_affected` and never blocks.
+- `""` (empty): current claircore (Debian updater on the security tracker JSON, quay/claircore#888) reports a
+  vulnerability that has no fix yet with an empty fixed version: it is judged by `fail_on_unpatched`.
 """
 
 from __future__ import annotations
@@ -64,6 +72,27 @@ class Verdict(StrEnum):
     blocking = "blocking"
     allowed = "allowed"  # matched an allowlist entry that has not expired
     accepted = "accepted"  # below the policy's thresholds
+    not_affected = "not_affected"  # the distribution marks this release not affected (Clair's "0:0")
+
+
+class FixState(StrEnum):
+    """What Clair's fixed_in_version says about a remedy (see the module docstring for the sentinels)."""
+
+    fixed = "fixed"  # a real version: rebuilding on a newer base removes the vulnerability
+    unfixed = "unfixed"  # empty: no fix exists yet
+    not_affected = "not_affected"  # "0:0" or "0": the release was never vulnerable
+
+
+NOT_AFFECTED_SENTINELS = frozenset({"0", "0:0"})
+
+
+def fix_state(fixed_in_version: str) -> FixState:
+    value = fixed_in_version.strip()
+    if not value:
+        return FixState.unfixed
+    if value in NOT_AFFECTED_SENTINELS:
+        return FixState.not_affected
+    return FixState.fixed
 
 
 class Finding(BaseModel):
@@ -72,6 +101,7 @@ class Finding(BaseModel):
     source_package: str | None
     installed_version: str
     fixed_in_version: str
+    fix: FixState
     severity: Severity
     clair_severity: str
     description: str
@@ -111,11 +141,15 @@ def evaluate(report: VulnerabilityReport, policy: Policy, today: dt.date | None 
             seen.add(key)
             sev = Severity.from_clair(vuln.normalized_severity)
             fixed = vuln.fixed_in_version.strip()
-            threshold = policy.fail_on if fixed else policy.fail_on_unpatched
+            state = fix_state(fixed)
+            threshold = policy.fail_on if state is FixState.fixed else policy.fail_on_unpatched
             verdict, note = Verdict.accepted, ""
-            if sev in threshold:
+            if state is FixState.not_affected:
+                verdict = Verdict.not_affected
+                note = f"the distribution marks this release not affected (Clair's fixed version {fixed!r})"
+            elif sev in threshold:
                 verdict = Verdict.blocking
-                note = "fixed version available" if fixed else "no fix available yet"
+                note = "fixed version available" if state is FixState.fixed else "no fix available yet"
                 entry, stale = _allowlisted(policy, vuln.name, {name, source or name}, today)
                 if entry is not None:
                     verdict, note = Verdict.allowed, f"allowlisted until {entry.expires}: {entry.reason}"
@@ -124,7 +158,8 @@ def evaluate(report: VulnerabilityReport, policy: Policy, today: dt.date | None 
                     note += f"; allowlist entry expired on {stale.expires}"
             findings.append(Finding(
                 id=vuln.name, package=name, source_package=source, installed_version=version,
-                fixed_in_version=fixed, severity=sev, clair_severity=vuln.severity, description=vuln.description,
+                fixed_in_version=fixed, fix=state, severity=sev, clair_severity=vuln.severity,
+                description=vuln.description,
                 links=vuln.links.split(), verdict=verdict, note=note,
             ))
     findings.sort(key=lambda f: (f.verdict is not Verdict.blocking, -f.severity.rank, f.package, f.id))

@@ -9,7 +9,7 @@ from typing import Any
 
 from llmrack import __version__
 from llmrack.scan.clair_types import Severity
-from llmrack.scan.policy import Evaluation, Finding, Policy, Verdict
+from llmrack.scan.policy import Evaluation, Finding, FixState, Policy, Verdict
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 # GitHub code scanning reads `security-severity` (a CVSS-like 0-10 number) to rank results.
@@ -32,6 +32,7 @@ def report_document(evaluation: Evaluation, *, digest: str, target: str, clair: 
             "vulnerabilities": len(evaluation.findings),
             "blocking": len(evaluation.blocking),
             "allowed": sum(f.verdict is Verdict.allowed for f in evaluation.findings),
+            "not_affected": sum(f.verdict is Verdict.not_affected for f in evaluation.findings),
             "by_severity": {s.value: sum(f.severity is s for f in evaluation.findings) for s in Severity},
         },
         "expired_allowlist": evaluation.expired_allowlist,
@@ -60,6 +61,15 @@ def _title(f: Finding) -> str:
     return f"{f.id} in {f.package} {f.installed_version}"
 
 
+def fixed_text(f: Finding) -> str:
+    """The fixed version as a reader should see it: a version, "no fix yet", or Clair's not-affected sentinel."""
+    if f.fix is FixState.unfixed:
+        return "no fix yet"
+    if f.fix is FixState.not_affected:
+        return f"not affected ({f.fixed_in_version})"
+    return f.fixed_in_version
+
+
 def junit(document: dict[str, Any], evaluation: Evaluation) -> ET.Element:
     """One test case per finding; blocking ones fail. An image with no findings still has one passing case."""
     suites = ET.Element("testsuites", name="llmrack scan")
@@ -73,7 +83,7 @@ def junit(document: dict[str, Any], evaluation: Evaluation) -> ET.Element:
         ET.SubElement(suite, "testcase", classname="policy", name="no known vulnerabilities")
     for f in evaluation.findings:
         case = ET.SubElement(suite, "testcase", classname=f.package, name=f"{f.id} ({f.severity.value})")
-        text = (f"{_title(f)}; fixed in: {f.fixed_in_version or 'no fix yet'}; severity {f.severity.value}"
+        text = (f"{_title(f)}; fixed in: {fixed_text(f)}; severity {f.severity.value}"
                 f"{'; ' + f.note if f.note else ''}")
         if f.verdict is Verdict.blocking:
             failure = ET.SubElement(case, "failure", message=f"blocking: {_title(f)}", type=f.severity.value)
@@ -94,16 +104,19 @@ def sarif(document: dict[str, Any], evaluation: Evaluation) -> dict[str, Any]:
                 "shortDescription": {"text": f"{f.id} ({f.severity.value})"},
                 "fullDescription": {"text": f.description or f.id},
                 "helpUri": f.links[0] if f.links else f"https://security-tracker.debian.org/tracker/{f.id}",
-                "help": {"text": f"Fixed in {f.fixed_in_version}" if f.fixed_in_version else "No fix available yet"},
+                "help": {"text": {FixState.fixed: f"Fixed in {f.fixed_in_version}",
+                                  FixState.unfixed: "No fix available yet",
+                                  FixState.not_affected: "This release is not affected"}[f.fix]},
                 "properties": {"security-severity": _SECURITY_SEVERITY[f.severity], "tags": ["security", "container"]},
             }
-        level = {Verdict.blocking: "error", Verdict.allowed: "note", Verdict.accepted: "warning"}[f.verdict]
+        level = {Verdict.blocking: "error", Verdict.allowed: "note", Verdict.accepted: "warning",
+                 Verdict.not_affected: "none"}[f.verdict]
         results.append({
             "ruleId": f.id,
             "ruleIndex": list(rules).index(f.id),
             "level": level,
             "message": {"text": f"{_title(f)}: {f.verdict.value}"
-                                f" (fixed in {f.fixed_in_version or 'no fix yet'}){'; ' + f.note if f.note else ''}"},
+                                f" (fixed in {fixed_text(f)}){'; ' + f.note if f.note else ''}"},
             "locations": [{
                 "physicalLocation": {
                     "artifactLocation": {"uri": Path(document["target"]).name},
@@ -113,7 +126,8 @@ def sarif(document: dict[str, Any], evaluation: Evaluation) -> dict[str, Any]:
             }],
             "partialFingerprints": {"llmrack/v1": f"{f.id}:{f.package}:{f.installed_version}"},
             "properties": {"package": f.package, "installed_version": f.installed_version,
-                           "fixed_in_version": f.fixed_in_version, "severity": f.severity.value},
+                           "fixed_in_version": f.fixed_in_version, "fix": f.fix.value,
+                           "severity": f.severity.value},
         })
     return {
         "$schema": SARIF_SCHEMA,

@@ -41,6 +41,8 @@ class Behaviour:
     psk: bytes | None = None  # require an HS256 JWT signed with this key
     issuers: tuple[str, ...] = ("clairctl",)
     malformed_report: bool = False
+    # answer vulnerability reports with this recorded Clair response (its manifest_hash set to the one asked for)
+    recorded_report: Path | None = None
 
 
 @dataclass
@@ -134,6 +136,11 @@ class FakeClair:
         index = self.indexed.get(mhash)
         if index is None:
             return 404, {"code": "not-found", "message": f"index report for manifest {mhash!r} not found"}
+        if self.behaviour.recorded_report is not None:
+            recorded = json.loads(self.behaviour.recorded_report.read_text())
+            recorded.pop("_comment", None)
+            self.reports[mhash] = {**recorded, "manifest_hash": mhash}
+            return 200, self.reports[mhash]
         data = json.loads(ADVISORIES.read_text())
         vulns: dict[str, dict[str, Any]] = {}
         by_pkg: dict[str, list[str]] = {}

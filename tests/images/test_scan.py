@@ -14,11 +14,15 @@ import pytest
 from llmrack.scan import gate_decision, read_result
 from llmrack.scan.clair import ClairClient, ScanIncompleteError
 from llmrack.scan.clair_types import Manifest
+from llmrack.scan.policy import FixState, fix_state
 from tests.images.clair_server import FakeClair
 from tests.images.conftest import llmrack
 from tests.images.ociutil import debian_image
 
 POLICY = Path(__file__).resolve().parents[2] / "images" / "scan-policy.yaml"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "clair"
+OVAL_NOT_AFFECTED = FIXTURES / "vulnerability-report-stretch-oval-not-affected-0-0.json"
+UNFIXED_EMPTY = FIXTURES / "vulnerability-report-bullseye-unfixed-empty.json"
 CLEAN = [("libc6", "2.36-9+deb12u9", "glibc"), ("libssl3", "3.0.15-1~deb12u1", "openssl"),
          ("apt", "2.6.1", None), ("libgcc-s1", "12.2.0-14", "gcc-12")]
 OLD_OPENSSL = [("libc6", "2.36-9+deb12u9", "glibc"), ("libssl3", "3.0.11-1~deb12u2", "openssl"),
@@ -268,3 +272,54 @@ def test_layers_clair_cannot_fetch_end_in_index_error(clair, tmp_path):
     assert r.returncode == 2
     assert "Clair could not index the image: fetcher: request failed" in r.stderr
     assert [ok for _uri, _status, ok in clair.fetched] == ["unreachable"]
+
+
+@pytest.mark.parametrize(("fixed", "state"), [
+    ("0:0", FixState.not_affected), ("0", FixState.not_affected), (" 0:0 ", FixState.not_affected),
+    ("", FixState.unfixed), ("  ", FixState.unfixed),
+    ("1:0", FixState.fixed), ("0:1.2-3", FixState.fixed), ("3.0.14-1~deb12u2", FixState.fixed),
+])
+def test_fixed_in_version_sentinels(fixed, state):
+    assert fix_state(fixed) is state
+
+
+def test_clair_not_affected_sentinel_0_0_never_blocks(clair, tmp_path):
+    """A recorded OVAL-era answer: a High with fixed_in_version "0:0" is Debian's "not affected", not a fix."""
+    clair.behaviour.recorded_report = OVAL_NOT_AFFECTED
+    archive = tmp_path / "img.oci.tar"
+    debian_image(archive, CLEAN)
+    r = _scan(clair, archive)
+    assert r.returncode == 1, r.stderr  # the one real fixed High still blocks
+    assert "CVE-2021-3712  libssl1.1 1.1.0l-1~deb9u1 -> 1.1.0l-1~deb9u4  [high]" in r.stderr
+    assert "CVE-2019-12904" not in r.stderr
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    by_id = {f["id"]: f for f in report["findings"]}
+    sentinel = by_id["CVE-2019-12904"]
+    assert (sentinel["verdict"], sentinel["fix"], sentinel["fixed_in_version"]) == (
+        "not_affected", "not_affected", "0:0")
+    assert "not affected" in sentinel["note"]
+    assert [f["id"] for f in report["findings"] if f["verdict"] == "blocking"] == ["CVE-2021-3712"]
+    assert report["summary"]["not_affected"] == 4
+    sarif = json.loads((tmp_path / "report" / "results.sarif").read_text())
+    levels = {r["ruleId"]: r["level"] for r in sarif["runs"][0]["results"]}
+    assert levels["CVE-2019-12904"] == "none" and levels["CVE-2021-3712"] == "error"
+
+
+def test_clair_empty_fixed_version_is_judged_as_unpatched(clair, tmp_path):
+    """A recorded current-claircore answer: empty fixed_in_version means no fix yet (fail_on_unpatched)."""
+    clair.behaviour.recorded_report = UNFIXED_EMPTY
+    archive = tmp_path / "img.oci.tar"
+    debian_image(archive, CLEAN)
+    r = _scan(clair, archive)
+    assert r.returncode == 1, r.stderr
+    assert "CVE-2022-0563  libmount1 2.36.1-8 -> (no fix yet)  [critical]" in r.stderr
+    assert "CVE-2022-42898  libkrb5support0 1.18.3-6 -> 1.18.3-6+deb11u3  [high]" in r.stderr
+    findings = {f["id"]: f for f in json.loads((tmp_path / "report" / "report.json").read_text())["findings"]}
+    # an unfixed High is below fail_on_unpatched ([critical]): reported, not blocking
+    assert (findings["CVE-2022-3715"]["verdict"], findings["CVE-2022-3715"]["fix"]) == ("accepted", "unfixed")
+    assert {i for i, f in findings.items() if f["verdict"] == "blocking"} == {"CVE-2022-0563", "CVE-2022-42898"}
+    # with a policy that accepts unfixed criticals, only the fixed High blocks
+    relaxed = tmp_path / "relaxed.yaml"
+    relaxed.write_text("fail_on: [critical, high]\nfail_on_unpatched: []\n")
+    r = _scan(clair, archive, policy=relaxed)
+    assert r.returncode == 1 and "CVE-2022-0563" not in r.stderr and "CVE-2022-42898" in r.stderr
