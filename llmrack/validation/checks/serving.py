@@ -1,0 +1,53 @@
+"""Serving checks, from the control machine: /ready, the API key enforced, a real completion and its latency."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from llmrack.validation.checks.base import Missing, Outcome, failed, judge, skip
+from llmrack.validation.evidence import Evidence
+from llmrack.validation.expect import Expectations
+
+COMPLETION_SECONDS = 30.0  # default liveness bound for one short completion (inventory may override)
+
+
+def _serving(ev: Evidence, exp: Expectations) -> dict[str, Any]:
+    got = ev.get("serving")
+    if got is None:
+        if not exp.serving_url:
+            raise Missing(skip("no llmrack_serving_url for this node: nothing serves here"))
+        raise Missing(skip("serving is checked from the control machine during a live run, not from a dump"))
+    data: dict[str, Any] = json.loads(got.out)
+    if data.get("error"):
+        raise Missing(failed("unreachable", "answers", None, f"{data.get('url')}: {data['error']}"))
+    return data
+
+
+def serving_ready(ev: Evidence, exp: Expectations) -> Outcome:
+    data = _serving(ev, exp)
+    status = data["ready"]["status"]
+    body = data["ready"]["body"][:200]
+    return judge(status == 200, status, "== 200", "HTTP status", f"GET {data['url']}/ready: {body}")
+
+
+def serving_api_key(ev: Evidence, exp: Expectations) -> Outcome:
+    data = _serving(ev, exp)
+    if not exp.api_keys:
+        return skip("the inventory sets no serving_api_keys: key enforcement cannot be tested")
+    without, wrong, good = data["no_key"]["status"], data["wrong_key"]["status"], data["good_key"]["status"]
+    ok = without == 401 and wrong == 401 and good == 200
+    return judge(ok, f"no key {without}, wrong key {wrong}, valid key {good}", "401, 401, 200", "HTTP status",
+                 "GET /v1/models")
+
+
+def serving_completion(ev: Evidence, exp: Expectations) -> Outcome:
+    data = _serving(ev, exp)
+    comp = data["completion"]
+    limit = float(exp.var("llmrack_validation_completion_seconds") or COMPLETION_SECONDS)
+    if comp["status"] != 200:
+        return failed(f"HTTP {comp['status']}", "HTTP 200", None, comp.get("body", "")[:300])
+    tokens = comp.get("completion_tokens") or 0
+    return judge(tokens > 0 and comp["seconds"] <= limit, round(comp["seconds"], 3), f"<= {limit:g}", "s",
+                 f"{tokens} tokens from model {comp.get('model')!r}: {comp.get('text', '')[:80]!r}",
+                 completion_tokens=tokens)
