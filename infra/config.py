@@ -21,6 +21,7 @@ from pydantic.alias_generators import to_camel
 from infra.instance_types import AWS_DEFAULT_FOR_ACCELERATOR, AWS_INSTANCE_TYPES
 from llmrack import catalog
 from llmrack.catalog import Accelerator, Vendor
+from llmrack.contracts.scan_results import DEFAULT_RESULTS_DIR
 from llmrack.errors import LlmrackError, UsageError
 from llmrack.plan import Plan, plan_or_raise
 from llmrack.scan import gate_decision
@@ -355,7 +356,7 @@ def load(config: pulumi.Config, stack: str, cwd: Path | None = None) -> StackCon
         kubeconfig = config.require_secret("kubeconfig")
 
     api_keys = pulumi.Output.secret(_secret_list(config, "apiKeys"))
-    scan_dir = Path(config.get("scanResultsDir") or "out/images/scan-results")
+    scan_dir = Path(config.get("scanResultsDir") or DEFAULT_RESULTS_DIR)
 
     out = StackConfig(
         stack=stack,

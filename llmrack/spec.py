@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from llmrack import catalog
 from llmrack.arch import ModelArch, load_config_file
+from llmrack.contracts.serving_defaults import MAX_MODEL_LEN, MAX_NUM_SEQS, MAX_QUEUE, PORT
 from llmrack.dtypes import KVCacheDType, WeightsDType
 from llmrack.errors import NotFoundError, UsageError
 from llmrack.plan import DEFAULT_AMORTIZATION_YEARS, DEFAULT_MAX_NODES, DEFAULT_MEMORY_UTILIZATION, PlanRequest
@@ -67,13 +68,13 @@ class ModelSpec(_Strict):
 
 
 class ServingSpec(_Strict):
-    max_model_len: int = Field(ge=16, le=1_048_576, description="longest prompt + completion, in tokens")
-    max_num_seqs: int = Field(ge=1, le=4096, description="sequences decoded together per replica")
+    max_model_len: int = MAX_MODEL_LEN.field(required=True)
+    max_num_seqs: int = MAX_NUM_SEQS.field(required=True)
     replicas: int = Field(1, ge=1, le=1024)
     tensor_parallel: Literal["auto"] | int = Field("auto", description="'auto' or a degree from 1 to 64")
     memory_utilization: float = Field(DEFAULT_MEMORY_UTILIZATION, ge=0.1, le=0.99)
-    max_queue: int = Field(256, ge=0, description="requests waiting beyond max_num_seqs before 429")
-    port: int = Field(8000, ge=1, le=65535)
+    max_queue: int = MAX_QUEUE.field()
+    port: int = PORT.field()
 
 
     @field_validator("tensor_parallel", mode="before")

@@ -12,10 +12,9 @@ from typing import Any
 
 import yaml
 
+from llmrack.contracts.inventory import DEPLOYMENT_FILE, DEPLOYMENT_VAR, HOSTS_FILE, NODE_GROUPS, serving_hosts
 from llmrack.errors import UsageError
 from llmrack.spec import parse_spec
-
-GROUPS = ("nvidia_nodes", "ascend_nodes", "cpu_nodes")
 
 
 def parse_stack_outputs(text: str, where: str) -> dict[str, Any]:
@@ -38,11 +37,10 @@ def write_inventory(outputs: dict[str, Any], out_dir: Path, where: str, output_n
         raise UsageError(f"{where}: no stack output {output_name!r} with hosts and deployment (outputs: {known}); "
                          "only stacks with a fleet (llmrack:fleet kind aws, huaweicloud or static) export one")
     spec = parse_spec(inventory["deployment"], f"{where} output {output_name}.deployment")
-    serving = _dig(inventory["hosts"], "all", "children", "serving_nodes", "children")
-    if not any(_dig(serving, g, "hosts") for g in GROUPS):
-        raise UsageError(f"{where}: output {output_name}.hosts lists no serving node in {', '.join(GROUPS)}")
-    hosts_file = out_dir / "hosts.yml"
-    deployment_file = out_dir / "group_vars" / "all" / "deployment.yml"
+    if not any(serving_hosts(inventory["hosts"]).values()):
+        raise UsageError(f"{where}: output {output_name}.hosts lists no serving node in {', '.join(NODE_GROUPS)}")
+    hosts_file = out_dir / HOSTS_FILE
+    deployment_file = out_dir / DEPLOYMENT_FILE
     try:
         deployment_file.parent.mkdir(parents=True, exist_ok=True)
         hosts_file.write_text(
@@ -51,15 +49,8 @@ def write_inventory(outputs: dict[str, Any], out_dir: Path, where: str, output_n
         )
         deployment_file.write_text(
             f"# The deployment spec {spec.name!r} of {where}, parsed by llmrack.spec like the stack's.\n"
-            + yaml.safe_dump({"llmrack_deployment": inventory["deployment"]}, sort_keys=False)
+            + yaml.safe_dump({DEPLOYMENT_VAR: inventory["deployment"]}, sort_keys=False)
         )
     except OSError as exc:
         raise UsageError(f"cannot write the inventory under {out_dir}: {exc.strerror or exc}") from None
     return [hosts_file, deployment_file]
-
-
-def _dig(data: Any, *keys: str) -> dict[str, Any]:
-    """data[k1][k2]...; {} where a level is absent or not a mapping (a hand-edited or foreign output)."""
-    for key in keys:
-        data = data.get(key) if isinstance(data, dict) else None
-    return data if isinstance(data, dict) else {}

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
+from llmrack.contracts.serving_defaults import DEFAULT_MAX_NUM_SEQS, DEFAULT_MAX_QUEUE, DEFAULT_PORT, DRAIN_TIMEOUT_S
 from serving.model.devices import Device, DType
 
 
@@ -17,15 +18,17 @@ def serve(
     model: Path = typer.Option(..., "--model", help="Hugging Face model directory on local disk"),
     served_model_name: str = typer.Option(None, "--served-model-name", help="name clients use (default: dir name)"),
     host: str = typer.Option("0.0.0.0", "--host", help="address to listen on"),
-    port: int = typer.Option(8000, "--port", help="TCP port"),
+    port: int = typer.Option(DEFAULT_PORT, "--port", help="TCP port"),
     device: Device = typer.Option(Device.cpu, "--device", help="cpu, cuda, or npu (Ascend, needs torch_npu)"),
     dtype: DType = typer.Option(None, "--dtype", help="weights/activations dtype (default: fp32 on cpu, else bf16)"),
-    max_num_seqs: int = typer.Option(32, "--max-num-seqs",
+    max_num_seqs: int = typer.Option(DEFAULT_MAX_NUM_SEQS, "--max-num-seqs",
                                      help="sequences decoded together (size it from `llmrack plan`)"),
     max_model_len: int = typer.Option(None, "--max-model-len", help="prompt + completion tokens per sequence"),
-    max_queue: int = typer.Option(256, "--max-queue", help="requests waiting beyond max-num-seqs before 429"),
+    max_queue: int = typer.Option(DEFAULT_MAX_QUEUE, "--max-queue",
+                                  help="requests waiting beyond max-num-seqs before 429"),
     api_key_file: Path = typer.Option(None, "--api-key-file", help="file of API keys, one per line"),
-    drain_timeout: float = typer.Option(30.0, "--drain-timeout", help="seconds in-flight requests get on SIGTERM"),
+    drain_timeout: float = typer.Option(float(DRAIN_TIMEOUT_S), "--drain-timeout",
+                                       help="seconds in-flight requests get on SIGTERM"),
     quantize: str = typer.Option(None, "--quantize", help="'int8': dynamic INT8 Linear layers (cpu, float32)"),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)"),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error"),

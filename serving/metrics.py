@@ -1,4 +1,4 @@
-"""Prometheus metrics (prefix llmrack_), fed by the engine's observer hooks and by the API layer.
+"""Prometheus metrics (names: llmrack.contracts.metrics), fed by the engine's observer hooks and by the API layer.
 
 Each app gets its own CollectorRegistry, so several servers in one process (tests) never collide.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
+from llmrack.contracts import metrics as names
 from serving.engine.core import EngineObserver
 from serving.engine.sequence import FinishReason, Sequence
 
@@ -16,40 +17,47 @@ disable_created_metrics()
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 _E2E_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0, 300.0)
+# Tokens per request: vLLM's 1-2-5 series, so the two engines' histograms compare bucket for bucket.
+_TOKEN_BUCKETS = (*(float(m * 10**e) for e in range(6) for m in (1, 2, 5)), 1_000_000.0)
 
 
 class ServingMetrics(EngineObserver):
     def __init__(self, model_name: str) -> None:
         self.registry = CollectorRegistry()
-        labels = ["model_name"]
+        labels = [names.MODEL_LABEL]
         r = self.registry
-        self.ttft = Histogram("llmrack_time_to_first_token_seconds", "Time from arrival to the first generated token",
+        self.ttft = Histogram(names.TIME_TO_FIRST_TOKEN, "Time from arrival to the first generated token",
                               labels, buckets=_LATENCY_BUCKETS, registry=r).labels(model_name)
-        self.itl = Histogram("llmrack_inter_token_latency_seconds", "Time between two tokens of one request",
+        self.itl = Histogram(names.INTER_TOKEN_LATENCY, "Time between two tokens of one request",
                              labels, buckets=_ITL_BUCKETS, registry=r).labels(model_name)
-        self.e2e = Histogram("llmrack_e2e_request_latency_seconds", "Time from arrival to the last token",
+        self.e2e = Histogram(names.E2E_REQUEST_LATENCY, "Time from arrival to the last token",
                              labels, buckets=_E2E_BUCKETS, registry=r).labels(model_name)
-        self.queue_time = Histogram("llmrack_request_queue_time_seconds", "Time a request waited before prefill",
+        self.queue_time = Histogram(names.REQUEST_QUEUE_TIME, "Time a request waited before prefill",
                                     labels, buckets=_LATENCY_BUCKETS, registry=r).labels(model_name)
-        self.running = Gauge("llmrack_num_requests_running", "Sequences in the running batch",
+        self.running = Gauge(names.NUM_REQUESTS_RUNNING, "Sequences in the running batch",
                              labels, registry=r).labels(model_name)
-        self.waiting = Gauge("llmrack_num_requests_waiting", "Requests queued, not yet admitted",
+        self.waiting = Gauge(names.NUM_REQUESTS_WAITING, "Requests queued, not yet admitted",
                              labels, registry=r).labels(model_name)
-        self.kv_usage = Gauge("llmrack_kv_cache_usage_ratio",
+        self.kv_usage = Gauge(names.KV_CACHE_USAGE,
                               "Tokens held in the KV cache over max_num_seqs x max_model_len", labels,
                               registry=r).labels(model_name)
-        self.prompt_tokens = Counter("llmrack_prompt_tokens", "Prefilled prompt tokens", labels,
+        self.prompt_tokens = Counter(names.PROMPT_TOKENS, "Prefilled prompt tokens", labels,
                                      registry=r).labels(model_name)
-        self.generation_tokens = Counter("llmrack_generation_tokens", "Generated tokens", labels,
+        self.generation_tokens = Counter(names.GENERATION_TOKENS, "Generated tokens", labels,
                                          registry=r).labels(model_name)
-        self._success = Counter("llmrack_request_success", "Requests finished, by finish reason",
-                                ["model_name", "finished_reason"], registry=r)
+        self.request_prompt_tokens = Histogram(names.REQUEST_PROMPT_TOKENS, "Prompt tokens per finished request",
+                                               labels, buckets=_TOKEN_BUCKETS, registry=r).labels(model_name)
+        self.request_generation_tokens = Histogram(names.REQUEST_GENERATION_TOKENS,
+                                                   "Generated tokens per finished request", labels,
+                                                   buckets=_TOKEN_BUCKETS, registry=r).labels(model_name)
+        self._success = Counter(names.REQUEST_SUCCESS, "Requests finished, by finish reason",
+                                [names.MODEL_LABEL, "finished_reason"], registry=r)
         self._success_by_reason = {
             reason: self._success.labels(model_name, reason)
             for reason in (FinishReason.stop, FinishReason.length, FinishReason.abort)
         }
-        self._failed = Counter("llmrack_request_failure", "Requests refused or failed, by HTTP status",
-                               ["model_name", "status"], registry=r)
+        self._failed = Counter(names.REQUEST_FAILURE, "Requests refused or failed, by HTTP status",
+                               [names.MODEL_LABEL, "status"], registry=r)
         self._model_name = model_name
 
     # engine hooks (engine thread)
@@ -68,6 +76,8 @@ class ServingMetrics(EngineObserver):
         if seq.finish_reason in self._success_by_reason:
             self._success_by_reason[seq.finish_reason].inc()
             self.e2e.observe(now - seq.arrival)
+            self.request_prompt_tokens.observe(len(seq.prompt_ids))
+            self.request_generation_tokens.observe(len(seq.output_ids))
         else:
             self.failed(500)
 

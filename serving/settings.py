@@ -8,6 +8,14 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from llmrack.contracts.serving_defaults import (
+    DRAIN_TIMEOUT_S,
+    MAX_MODEL_LEN,
+    MAX_NUM_SEQS,
+    MAX_PREFILL_TOKENS,
+    MAX_QUEUE,
+    PORT,
+)
 from serving.model.devices import Device, DType
 
 
@@ -17,15 +25,15 @@ class ServingSettings(BaseSettings):
     model: Path = Field(description="Hugging Face model directory (local disk only)")
     served_model_name: str | None = Field(None, description="name clients use; default: the directory's name")
     host: str = "0.0.0.0"
-    port: int = Field(8000, ge=0, le=65535)
+    port: int = PORT.field()
     device: Device = Device.cpu
     dtype: DType | None = None
-    max_num_seqs: int = Field(32, ge=1)
-    max_model_len: int | None = Field(None, ge=2, description="default: the model's max_position_embeddings")
-    max_queue: int = Field(256, ge=1)
-    max_prefill_tokens: int = Field(8192, ge=1)
+    max_num_seqs: int = MAX_NUM_SEQS.field()
+    max_model_len: int | None = MAX_MODEL_LEN.field(default=None)
+    max_queue: int = MAX_QUEUE.field()
+    max_prefill_tokens: int = Field(MAX_PREFILL_TOKENS, ge=1)
     api_key_file: Path | None = None
-    drain_timeout: float = Field(30.0, ge=0)
+    drain_timeout: float = Field(float(DRAIN_TIMEOUT_S), ge=0)
     quantize: str | None = Field(None, pattern="^int8$")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's choice)")
     log_level: str = "info"

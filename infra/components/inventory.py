@@ -1,4 +1,4 @@
-"""The Ansible inventory every fleet exports (shape: notes/CONTRACTS.md, "Inventory").
+"""The Ansible inventory every fleet exports (its shape: llmrack.contracts.inventory).
 
 A fleet's hosts become `serving_nodes` children by vendor (nvidia_nodes, ascend_nodes, cpu_nodes);
 the first host also joins `monitoring`, which the Ansible monitoring role needs on a fleet without
@@ -13,7 +13,7 @@ from typing import Any
 
 import pulumi
 
-VENDOR_GROUPS = {"nvidia": "nvidia_nodes", "huawei": "ascend_nodes", "cpu": "cpu_nodes"}
+from llmrack.contracts.inventory import ACCELERATOR_COUNT_VAR, SERVING_URL_VAR, VENDOR_GROUPS, hosts_document
 
 
 @dataclass(frozen=True)
@@ -35,25 +35,13 @@ def inventory_document(
             "ansible_host": address,
             "ansible_user": user,
             "ansible_port": port,
-            "llmrack_serving_url": f"http://{address}:{serving_port}",
-            "llmrack_accelerator_count": devices_per_node if vendor != "cpu" else 0,
+            SERVING_URL_VAR: f"http://{address}:{serving_port}",
+            ACCELERATOR_COUNT_VAR: devices_per_node if vendor != "cpu" else 0,
         }
         for name, address, user, port in hosts
     }
-    groups: dict[str, Any] = {g: {"hosts": {}} for g in VENDOR_GROUPS.values()}
-    groups[group] = {"hosts": host_vars}
-    first = hosts[0][0] if hosts else None
-    return {
-        "hosts": {
-            "all": {
-                "children": {
-                    "serving_nodes": {"children": groups},
-                    "monitoring": {"hosts": {first: {}} if first else {}},
-                }
-            }
-        },
-        "deployment": deployment,
-    }
+    monitoring = [hosts[0][0]] if hosts else []
+    return {"hosts": hosts_document({group: host_vars}, monitoring), "deployment": deployment}
 
 
 def inventory_output(

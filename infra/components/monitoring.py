@@ -17,12 +17,13 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from infra.components._args import check
+from llmrack.contracts.alerts import queue_alert_threshold
+from llmrack.contracts.metrics import NUM_REQUESTS_WAITING as QUEUE_METRIC
 
 MONITORING_DIR = Path(__file__).resolve().parent.parent / "monitoring"
 ALERTS_FILE = MONITORING_DIR / "alerts.yml"
 DASHBOARDS_DIR = MONITORING_DIR / "dashboards"
 RELEASE = "kube-prometheus-stack"  # fixed release name: the adapter addresses Prometheus by its service name
-QUEUE_METRIC = "llmrack_num_requests_waiting"
 
 # Where each vendor's exporter runs when the accelerator stack installed it.
 EXPORTERS = {
@@ -70,8 +71,8 @@ def scrape_configs(serving_namespace: str, vendor: str) -> list[dict[str, Any]]:
 
 
 def deployment_rules(namespace: str, max_queue: int) -> dict[str, Any]:
-    """Rules that depend on this deployment's spec: the queue alert fires at 80 % of its max_queue."""
-    threshold = max(1, int(max_queue * 0.8))
+    """Rules that depend on this deployment's spec: the queue alert (llmrack.contracts.alerts)."""
+    threshold = queue_alert_threshold(max_queue)
     return {"groups": [{"name": f"llmrack-{namespace}-queue", "rules": [{
         "alert": "LlmrackQueueNearLimit",
         "expr": f'sum by (pod) ({QUEUE_METRIC}{{namespace="{namespace}"}}) > {threshold}',

@@ -25,16 +25,16 @@ import pulumi_kubernetes as k8s
 
 from infra.components._args import check
 from infra.config import StackConfigError, canary_replicas, parse_image
+from llmrack.contracts.metrics import NUM_REQUESTS_WAITING as QUEUE_METRIC
+from llmrack.contracts.serving_defaults import DRAIN_TIMEOUT_S
 from llmrack.scan import gate_decision
 
 APP = "llmrack-serving"
-QUEUE_METRIC = "llmrack_num_requests_waiting"  # the serving layer's queue gauge (CONTRACTS.md)
 MODELS_ROOT = "/models"  # the image contract: the model is mounted at /models/<name>, read-only
 API_KEYS_DIR = "/etc/llmrack/api-keys"
 API_KEYS_FILE = "keys"
 DEVICES = {"nvidia": "cuda", "huawei": "npu"}
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "int8": "bfloat16"}  # int8: bf16 compute + --quantize int8
-DRAIN_TIMEOUT_S = 30  # the server finishes in-flight requests this long after SIGTERM
 
 
 @dataclass

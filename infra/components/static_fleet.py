@@ -8,7 +8,8 @@ from typing import Any
 import pulumi
 
 from infra.components._args import check
-from infra.components.inventory import VENDOR_GROUPS, InventoryHost, inventory_output
+from infra.components.inventory import InventoryHost, inventory_output
+from llmrack.contracts.inventory import VENDOR_GROUPS
 
 
 @dataclass

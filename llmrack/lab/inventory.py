@@ -1,4 +1,4 @@
-"""The lab's Ansible inputs: SSH key, inventory (groups as in CONTRACTS), vault, ansible.cfg.
+"""The lab's Ansible inputs: SSH key, inventory (the shape of llmrack.contracts.inventory), vault, ansible.cfg.
 
 The inventory has the same shape as the example rack inventories (ansible/inventories/examples/); only the
 values differ: hosts are 127.0.0.1 with a published port, downloads come from the lab mirror, containerd
@@ -15,6 +15,16 @@ from typing import Any
 
 import yaml
 
+from llmrack.contracts.inventory import (
+    ACCELERATOR_VAR,
+    API_KEYS_VAR,
+    DEPLOYMENT_FILE,
+    DEPLOYMENT_VAR,
+    LAB_PROFILE_VAR,
+    SERVING_DEVICE_VAR,
+    SERVING_URL_VAR,
+    hosts_document,
+)
 from llmrack.errors import LlmrackError
 from llmrack.lab import sim
 from llmrack.lab.nodes import MIRROR_ON_NODE
@@ -79,7 +89,7 @@ def write_vault(state: LabState, ansible_bin: Path, api_key: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CONFIG"}
     proc = subprocess.run(
         [str(ansible_bin / "ansible-vault"), "encrypt", "--vault-password-file", str(pw), "--output", str(vault), "-"],
-        input=yaml.safe_dump({"serving_api_keys": [api_key]}), capture_output=True, text=True, env=env, check=False,
+        input=yaml.safe_dump({API_KEYS_VAR: [api_key]}), capture_output=True, text=True, env=env, check=False,
     )
     if proc.returncode != 0:
         vault.unlink(missing_ok=True)
@@ -89,41 +99,30 @@ def write_vault(state: LabState, ansible_bin: Path, api_key: str) -> None:
 def write_inventory(state: LabState, deployment: dict[str, Any], serving: dict[str, Any] | None) -> None:
     inv = state.inventory.parent
     (inv / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
-    groups: dict[str, dict[str, Any]] = {g: {"hosts": {}} for g in GROUP_OF_PROFILE.values()}
-    monitoring: dict[str, Any] = {"hosts": {}}
+    groups: dict[str, dict[str, dict[str, Any]]] = {}
     for node in state.nodes:
         host: dict[str, Any] = {
             "ansible_host": "127.0.0.1",
             "ansible_port": node.ssh_port,
-            "llmrack_serving_url": node.serving_url,
-            "llmrack_lab_profile": node.profile.value,
+            SERVING_URL_VAR: node.serving_url,
+            LAB_PROFILE_VAR: node.profile.value,
         }
         if node.profile is not Profile.cpu:
             # Simulated accelerators cannot run kernels: the serving layer runs on the node's CPU.
-            host["serving_device"] = "cpu"
-            host["llmrack_accelerator"] = ACCELERATOR_OF_PROFILE[node.profile]
-        groups[GROUP_OF_PROFILE[node.profile]]["hosts"][node.name] = host
-        if node.monitoring:
-            monitoring["hosts"][node.name] = {}
-    hosts = {
-        "all": {
-            "vars": {
-                "ansible_user": "root",
-                "ansible_python_interpreter": "/usr/bin/python3",
-                # In the inventory too (not only ansible.cfg): testinfra's ansible backend reads only these.
-                "ansible_ssh_private_key_file": str(state.ssh_key.resolve()),
-                "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
-            },
-            "children": {
-                "serving_nodes": {"children": groups},
-                "monitoring": monitoring,
-            },
-        }
-    }
+            host[SERVING_DEVICE_VAR] = "cpu"
+            host[ACCELERATOR_VAR] = ACCELERATOR_OF_PROFILE[node.profile]
+        groups.setdefault(GROUP_OF_PROFILE[node.profile], {})[node.name] = host
+    hosts = hosts_document(groups, [n.name for n in state.nodes if n.monitoring], {
+        "ansible_user": "root",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        # In the inventory too (not only ansible.cfg): testinfra's ansible backend reads only these.
+        "ansible_ssh_private_key_file": str(state.ssh_key.resolve()),
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+    })
     header = "# Written by `llmrack lab up`; regenerated on every run.\n"
     state.inventory.write_text(header + yaml.safe_dump(hosts, sort_keys=False))
-    (inv / "group_vars" / "all" / "deployment.yml").write_text(
-        header + yaml.safe_dump({"llmrack_deployment": deployment}, sort_keys=False)
+    (inv / DEPLOYMENT_FILE).write_text(
+        header + yaml.safe_dump({DEPLOYMENT_VAR: deployment}, sort_keys=False)
     )
     (inv / "group_vars" / "all" / "lab.yml").write_text(header + yaml.safe_dump(lab_vars(serving), sort_keys=False))
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from llmrack.contracts.inventory import ASCEND_GROUP, CPU_GROUP, NVIDIA_GROUP
+
 SSH_PORT_BASE = 22
 
 
@@ -20,7 +22,7 @@ class Profile(StrEnum):
     sim_ascend = "sim-ascend"
 
 
-GROUP_OF_PROFILE = {Profile.cpu: "cpu_nodes", Profile.sim_a100: "nvidia_nodes", Profile.sim_ascend: "ascend_nodes"}
+GROUP_OF_PROFILE = {Profile.cpu: CPU_GROUP, Profile.sim_a100: NVIDIA_GROUP, Profile.sim_ascend: ASCEND_GROUP}
 # The catalog part each simulated board stands for (tests/fixtures/sim/hardware/<profile>.json): what the
 # validation suite judges the node against, as `llmrack_accelerator` does for a rack's host.
 ACCELERATOR_OF_PROFILE = {Profile.sim_a100: "a100-80g", Profile.sim_ascend: "ascend-910b"}

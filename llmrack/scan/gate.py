@@ -1,50 +1,23 @@
 """Scan results recorded by image digest, and the gate decision every rollout path asks before it runs an image.
 
-Layout (CONTRACTS.md): `<dir>/scan-results/<digest-hex>.json` holding
-{"digest", "status": "passed"|"failed"|"unscanned", "policy", "scanned_at", "blocking": [...]}.
-A digest with no result is unscanned. The Ansible serving role (through `llmrack image check-gate`) and
-the Pulumi serving component call `gate_decision`.
+The layout and the record are the contract of llmrack.contracts.scan_results
+(`<dir>/scan-results/<digest-hex>.json`); a digest with no result is unscanned. The Ansible serving role
+(through `llmrack image check-gate`) and the Pulumi serving component call `gate_decision`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import tempfile
-from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
-from llmrack.scan.oci import DIGEST_RE
+from llmrack.contracts.scan_results import DIGEST_RE, RESULTS_SUBDIR, ScanResult, ScanStatus, results_path
 
-RESULTS_SUBDIR = "scan-results"
-
-
-class ScanStatus(StrEnum):
-    passed = "passed"
-    failed = "failed"
-    unscanned = "unscanned"
-
-
-class ScanResult(BaseModel):
-    digest: str = Field(pattern=DIGEST_RE.pattern)
-    status: ScanStatus
-    policy: str | None = None
-    scanned_at: dt.datetime
-    blocking: list[dict[str, Any]] = []
-    clair: str | None = None
-    reason: str = ""
-
-
-def results_path(results_dir: Path, digest: str) -> Path:
-    """Accept either `<dir>` or `<dir>/scan-results` as results_dir."""
-    base = Path(results_dir)
-    if base.name != RESULTS_SUBDIR:
-        base = base / RESULTS_SUBDIR
-    return base / f"{digest.split(':', 1)[-1]}.json"
+__all__ = ["RESULTS_SUBDIR", "ScanResult", "ScanStatus", "gate_decision", "read_result", "record_result",
+           "results_path"]
 
 
 def read_result(digest: str, results_dir: Path) -> ScanResult | None:

@@ -31,6 +31,17 @@ from typing import Any
 
 from llmrack import catalog
 from llmrack.catalog import Accelerator, Vendor
+from llmrack.contracts.inventory import (
+    ACCELERATOR_COUNT_VAR,
+    ACCELERATOR_VAR,
+    API_KEYS_VAR,
+    ASCEND_GROUP,
+    CPU_GROUP,
+    DEPLOYMENT_VAR,
+    NVIDIA_GROUP,
+    SERVING_GROUP,
+    SERVING_URL_VAR,
+)
 from llmrack.errors import UsageError
 from llmrack.spec import DeploymentSpec, parse_spec
 from llmrack.validation.evidence import ServingImageProbe
@@ -42,7 +53,7 @@ class NodeKind(StrEnum):
     cpu = "cpu"
 
 
-KIND_GROUPS = {"nvidia_nodes": NodeKind.nvidia, "ascend_nodes": NodeKind.ascend, "cpu_nodes": NodeKind.cpu}
+KIND_GROUPS = {NVIDIA_GROUP: NodeKind.nvidia, ASCEND_GROUP: NodeKind.ascend, CPU_GROUP: NodeKind.cpu}
 VENDOR_KIND = {Vendor.nvidia: NodeKind.nvidia, Vendor.huawei: NodeKind.ascend}
 
 
@@ -72,7 +83,7 @@ class Expectations:
             return [str(s) for s in explicit]
         # site.yml runs the containerd and monitoring roles on every node (node exporter for Prometheus).
         units = ["containerd", "prometheus-node-exporter"]
-        if self.serving_url or "serving_nodes" in self.vars.get("group_names", []):
+        if self.serving_url or SERVING_GROUP in self.vars.get("group_names", []):
             units.append("llmrack-serving")
         if self.kind is NodeKind.nvidia:
             units.append("nvidia-persistenced")
@@ -96,13 +107,13 @@ def build(
     where: str = "inventory",
 ) -> Expectations:
     """Expectations for one host from its (merged) inventory variables; `spec`/`kind` override them."""
-    if spec is None and hostvars.get("llmrack_deployment") is not None:
-        spec = parse_spec(hostvars["llmrack_deployment"], f"{where}: llmrack_deployment (host {host})")
+    if spec is None and hostvars.get(DEPLOYMENT_VAR) is not None:
+        spec = parse_spec(hostvars[DEPLOYMENT_VAR], f"{where}: {DEPLOYMENT_VAR} (host {host})")
     if kind is None:
         kind = _kind_from_groups(list(hostvars.get("group_names", []))) or NodeKind.cpu
     acc: Accelerator | None = None
     if kind is not NodeKind.cpu:
-        name = hostvars.get("llmrack_accelerator") or (spec.accelerator if spec else None)
+        name = hostvars.get(ACCELERATOR_VAR) or (spec.accelerator if spec else None)
         if not name:
             raise UsageError(
                 f"{where}: host {host} is an {kind} node but neither llmrack_accelerator nor a deployment "
@@ -114,8 +125,8 @@ def build(
                 f"{where}: host {host} is in the {kind} group but its accelerator {acc.name} is {acc.vendor}",
                 hint=f"set the host variable llmrack_accelerator to a {kind} accelerator of the catalog for {host}",
             )
-    count = int(hostvars.get("llmrack_accelerator_count") or (acc.devices_per_node if acc else 0))
-    keys = hostvars.get("serving_api_keys") or []
+    count = int(hostvars.get(ACCELERATOR_COUNT_VAR) or (acc.devices_per_node if acc else 0))
+    keys = hostvars.get(API_KEYS_VAR) or []
     if isinstance(keys, str):
         keys = [keys]
     probe_image = None
@@ -135,7 +146,7 @@ def build(
         count=count,
         spec=spec,
         vars=hostvars,
-        serving_url=hostvars.get("llmrack_serving_url"),
+        serving_url=hostvars.get(SERVING_URL_VAR),
         api_keys=tuple(str(k) for k in keys),
         python=str(hostvars.get("llmrack_validation_python") or "python3"),
         probe_image=probe_image,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from llmrack.contracts.serving_defaults import DEFAULT_MAX_NUM_SEQS, DEFAULT_MAX_QUEUE, MAX_PREFILL_TOKENS
 from serving.engine.batch import KVBatch, new_cache
 from serving.engine.sampling import SamplingParams, sample
 from serving.engine.sequence import FinishReason, IncrementalDetokenizer, RequestOutput, Sequence
@@ -52,11 +53,11 @@ class EngineObserver:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    max_num_seqs: int = 32
+    max_num_seqs: int = DEFAULT_MAX_NUM_SEQS
     max_model_len: int = 2048
-    max_queue: int = 256
+    max_queue: int = DEFAULT_MAX_QUEUE
     # Padded prompt tokens one prefill may take: bounds the memory of a prefill and how long it stalls decoding.
-    max_prefill_tokens: int = 8192
+    max_prefill_tokens: int = MAX_PREFILL_TOKENS
 
 
 class Engine:

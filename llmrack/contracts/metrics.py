@@ -1,0 +1,81 @@
+"""Prometheus metric names llmrack exposes; dashboards, alert rules and the autoscaler query these.
+
+The serving layer (serving/metrics.py) exposes on GET /metrics, every series labelled `model_name`:
+
+    llmrack_time_to_first_token_seconds    histogram  arrival -> first generated token
+    llmrack_inter_token_latency_seconds    histogram  between two tokens of one request
+    llmrack_e2e_request_latency_seconds    histogram  arrival -> last token
+    llmrack_request_queue_time_seconds     histogram  time waiting before prefill
+    llmrack_num_requests_running           gauge      sequences in the running batch
+    llmrack_num_requests_waiting           gauge      requests queued, not yet admitted (the queue alert and
+                                                      the Kubernetes autoscaler's pods metric)
+    llmrack_kv_cache_usage_ratio           gauge      KV tokens held over max_num_seqs x max_model_len
+    llmrack_prompt_tokens_total            counter    prefilled prompt tokens
+    llmrack_generation_tokens_total        counter    generated tokens
+    llmrack_request_success_total          counter    finished requests, label finished_reason
+    llmrack_request_failure_total          counter    refused or failed requests, label status
+    llmrack_request_prompt_tokens          histogram  prompt tokens per request (vLLM: vllm:request_prompt_tokens)
+    llmrack_request_generation_tokens      histogram  generated tokens per request (vLLM: vllm:request_generation_tokens)
+
+Counters are declared without the `_total` suffix (prometheus_client appends it); the *_NAME constants below
+are the declared names, the exposed series names add `_total`.
+
+The Ansible monitoring role's accelerator exporter (ansible/roles/monitoring/files/llmrack-accelerator-exporter)
+writes node exporter textfile gauges, labelled `vendor` (and `index`, `name` per device):
+
+    llmrack_accelerator_up                 1 if nvidia-smi / npu-smi answered
+    llmrack_accelerator_count              devices the tool lists
+    llmrack_accelerator_expected           devices the inventory expects (llmrack_accelerator_count)
+    llmrack_accelerator_temperature_celsius  per device
+    llmrack_accelerator_last_sample_timestamp_seconds
+"""
+
+from __future__ import annotations
+
+PREFIX = "llmrack_"
+
+TIME_TO_FIRST_TOKEN = "llmrack_time_to_first_token_seconds"
+INTER_TOKEN_LATENCY = "llmrack_inter_token_latency_seconds"
+E2E_REQUEST_LATENCY = "llmrack_e2e_request_latency_seconds"
+REQUEST_QUEUE_TIME = "llmrack_request_queue_time_seconds"
+NUM_REQUESTS_RUNNING = "llmrack_num_requests_running"
+NUM_REQUESTS_WAITING = "llmrack_num_requests_waiting"
+KV_CACHE_USAGE = "llmrack_kv_cache_usage_ratio"
+PROMPT_TOKENS = "llmrack_prompt_tokens"
+GENERATION_TOKENS = "llmrack_generation_tokens"
+REQUEST_SUCCESS = "llmrack_request_success"
+REQUEST_FAILURE = "llmrack_request_failure"
+
+MODEL_LABEL = "model_name"
+
+# Per-request token counts (histograms): the drift report's traffic shape and the canary's output lengths.
+REQUEST_PROMPT_TOKENS = "llmrack_request_prompt_tokens"
+REQUEST_GENERATION_TOKENS = "llmrack_request_generation_tokens"
+FINISHED_REASON_LABEL = "finished_reason"
+# stable | canary: attached to every serving series by Prometheus, per target (the monitoring role labels the
+# hosts of group serving_canary; the Kubernetes canary's pods carry it as a pod label).
+VARIANT_LABEL = "variant"
+CANARY_GROUP = "serving_canary"
+
+# vLLM's own names for the same quantities (vLLM exports them itself; nothing of ours renames them).
+VLLM_TIME_TO_FIRST_TOKEN = "vllm:time_to_first_token_seconds"
+VLLM_INTER_TOKEN_LATENCY = "vllm:inter_token_latency_seconds"
+VLLM_REQUEST_PROMPT_TOKENS = "vllm:request_prompt_tokens"
+VLLM_REQUEST_GENERATION_TOKENS = "vllm:request_generation_tokens"
+VLLM_REQUEST_SUCCESS = "vllm:request_success"
+
+ACCELERATOR_UP = "llmrack_accelerator_up"
+ACCELERATOR_COUNT = "llmrack_accelerator_count"
+ACCELERATOR_EXPECTED = "llmrack_accelerator_expected"
+ACCELERATOR_TEMPERATURE = "llmrack_accelerator_temperature_celsius"
+ACCELERATOR_LAST_SAMPLE = "llmrack_accelerator_last_sample_timestamp_seconds"
+
+SERVING_HISTOGRAMS = (TIME_TO_FIRST_TOKEN, INTER_TOKEN_LATENCY, E2E_REQUEST_LATENCY, REQUEST_QUEUE_TIME,
+                      REQUEST_PROMPT_TOKENS, REQUEST_GENERATION_TOKENS)
+SERVING_GAUGES = (NUM_REQUESTS_RUNNING, NUM_REQUESTS_WAITING, KV_CACHE_USAGE)
+SERVING_COUNTERS = (PROMPT_TOKENS, GENERATION_TOKENS, REQUEST_SUCCESS, REQUEST_FAILURE)
+
+
+def counter_series(name: str) -> str:
+    """The exposed sample name of a counter declared as `name`."""
+    return f"{name}_total"
