@@ -15,9 +15,10 @@ The serving layer (serving/metrics.py) exposes on GET /metrics, every series lab
     llmrack_request_success_total          counter    finished requests, label finished_reason
     llmrack_request_failure_total          counter    refused or failed requests, label status
     llmrack_request_prompt_tokens          histogram  prompt tokens per request (vLLM: vllm:request_prompt_tokens)
-    llmrack_request_generation_tokens      histogram  generated tokens per request (vLLM: vllm:request_generation_tokens)
+    llmrack_request_generation_tokens      histogram  generated tokens per request
+                                                      (vLLM: vllm:request_generation_tokens)
 
-Counters are declared without the `_total` suffix (prometheus_client appends it); the *_NAME constants below
+Counters are declared without the `_total` suffix (prometheus_client appends it); the constants below
 are the declared names, the exposed series names add `_total`.
 
 The Ansible monitoring role's accelerator exporter (ansible/roles/monitoring/files/llmrack-accelerator-exporter)
