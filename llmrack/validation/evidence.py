@@ -49,6 +49,9 @@ GPU_FIELDS = (
     "memory.total,temperature.gpu,power.draw"
 )
 GPU_BASIC_FIELDS = "index,pci.bus_id,name,uuid,driver_version,persistence_mode,pstate,memory.total"
+# R535 renamed clocks_throttle_reasons.* to clocks_event_reasons.* and kept the old name as an alias (answered
+# under the new header); the parser reads either header.
+GPU_QUERIES = (GPU_FIELDS, GPU_FIELDS.replace("clocks_throttle_reasons.", "clocks_event_reasons."), GPU_BASIC_FIELDS)
 
 # name -> shell command run on the node. Names are file names in a dump; keep them stable.
 ITEMS: dict[str, str] = {
@@ -82,11 +85,13 @@ ITEMS: dict[str, str] = {
     # NVIDIA. The CSV query is what the checks parse (header kept, so column order never matters); -q and
     # topo are kept for the humans reading a dump.
     # A tool that rejects one field rejects the whole query ('Field "x" is not a valid field to query.'): ask
-    # again with the basic fields, so count, SKU, memory and driver are still judged and the rest say why not.
-    "nvidia-smi-query": f'out=$(nvidia-smi --query-gpu={GPU_FIELDS} --format=csv,nounits 2>&1); rc=$?; '
-    'if [ $rc -ne 0 ] && printf "%s" "$out" | grep -q "is not a valid field"; then '
-    f'printf "%s\\n" "$out" >&2; nvidia-smi --query-gpu={GPU_BASIC_FIELDS} --format=csv,nounits; '
-    'else printf "%s\\n" "$out"; exit $rc; fi',
+    # again with the throttle field's newer name (a driver that dropped the old alias), then with the basic
+    # fields, so count, SKU, memory and driver are still judged and the rest say why not.
+    "nvidia-smi-query": "for f in " + " ".join(GPU_QUERIES) + "; do "
+    'out=$(nvidia-smi --query-gpu="$f" --format=csv,nounits 2>&1); rc=$?; '
+    'if [ $rc -eq 0 ] || ! printf "%s" "$out" | grep -q "is not a valid field" '
+    f'|| [ "$f" = {GPU_BASIC_FIELDS} ]; then printf "%s\\n" "$out"; exit $rc; fi; '
+    'printf "%s\\n" "$out" >&2; done',
     "nvidia-smi-remapped-rows": "nvidia-smi --query-remapped-rows=gpu_bus_id,remapped_rows.correctable,"
     "remapped_rows.uncorrectable,remapped_rows.pending,remapped_rows.failure --format=csv",
     "nvidia-smi-q": "nvidia-smi -q",

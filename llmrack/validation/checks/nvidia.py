@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from llmrack.validation.checks.base import (
     CheckFn,
@@ -91,34 +92,102 @@ def nvidia_ecc_uncorrectable(ev: Evidence, exp: Expectations, index: int) -> Out
                  f"since boot; lifetime (aggregate): {gpu.ecc_uncorrected_aggregate}")
 
 
+def _remap_state(ev: Evidence, bus_id: str) -> str | None:
+    """"none pending", "pending" or "failure" for the GPU at `bus_id`; None where row remapping is not reported."""
+    rows = nv.remapped_rows(_nvml_or_smi(ev, "nvml-remapped-rows", "nvidia-smi-remapped-rows").out).get(bus_id)
+    if rows is None or rows.pending is None:
+        return None
+    return "failure" if rows.failure else "pending" if rows.pending else "none pending"
+
+
 def nvidia_row_remap(ev: Evidence, exp: Expectations, index: int) -> Outcome:
     gpu = _gpu(ev, index)
     rows = nv.remapped_rows(_nvml_or_smi(ev, "nvml-remapped-rows", "nvidia-smi-remapped-rows").out).get(gpu.bus_id)
-    if rows is None or rows.pending is None:
+    state = _remap_state(ev, gpu.bus_id)
+    if rows is None or state is None:
         return skip("row remapping is not reported for this GPU (a pre-Ampere part retires pages instead)")
-    state = "failure" if rows.failure else "pending" if rows.pending else "none pending"
     detail = {"pending": "a remap is pending: reset the GPU (or reboot) before serving",
               "failure": "row remapping FAILED: the GPU needs RMA"}.get(state, "")
+    xids = sorted({e.code for e in _attributed_xids(ev, exp).get(index, []) if e.code in REMAP_XIDS})
+    logged = f"; the kernel log records it as XID {', '.join(map(str, xids))} (nvidia.gpu_xid)" if xids else ""
     return judge(state == "none pending", state, "== none pending", None,
-                 f"{detail} (remapped: {rows.correctable} correctable, {rows.uncorrectable} uncorrectable)".strip())
+                 f"{detail} (remapped: {rows.correctable} correctable, {rows.uncorrectable} uncorrectable){logged}"
+                 .strip(), xids=xids)
+
+
+# XIDs that record a row remap (63) or its failure (64): the same event nvidia.row_remap judges from the GPU's
+# own remap state, so while that state is reported they are linked to it, not counted a second time.
+REMAP_XIDS = (63, 64)
+
+
+def _attributed_xids(ev: Evidence, exp: Expectations) -> dict[int | str, list[nv.XidEvent]]:
+    """The kernel log's XIDs by GPU index, matched on PCI bus id; a bus id no listed GPU has (a GPU that fell off
+    the bus is missing from nvidia-smi) goes to the one missing index between its listed neighbours, since
+    nvidia-smi numbers GPUs in PCI bus order; an XID that cannot be placed stays under its bus id."""
+    events = nv.xid_events(item(ev, "dmesg", "dmesg").out)
+    gpus: list[nv.Gpu] = []
+    with contextlib.suppress(Missing, ParseError):  # without a GPU list, XIDs are still reported by bus id
+        gpus = _gpus(ev)
+    index_of: dict[str, int] = {g.bus_id: g.index for g in gpus}
+    in_bus_order = [g.index for g in sorted(gpus, key=lambda g: g.bus_id)] == sorted(index_of.values())
+    missing = sorted(set(range(exp.count)) - set(index_of.values()))
+    out: dict[int | str, list[nv.XidEvent]] = {}
+    for e in events:
+        where: int | str = index_of.get(e.bus_id, e.bus_id)
+        if isinstance(where, str) and in_bus_order and missing:
+            below = [i for b, i in index_of.items() if b < e.bus_id]
+            above = [i for b, i in index_of.items() if b > e.bus_id]
+            lo, hi = max(below, default=-1), min(above, default=exp.count)
+            fits = [i for i in missing if lo < i < hi]
+            if len(fits) == 1:
+                where = fits[0]
+        out.setdefault(where, []).append(e)
+    return out
+
+
+def _xid_verdicts(ev: Evidence, where: int | str, events: list[nv.XidEvent]) -> list[dict[str, Any]]:
+    """Each XID with its meaning, whether it counts as a fault, and the check it is linked to."""
+    out = []
+    for e in events:
+        remap = None
+        if e.code in REMAP_XIDS:
+            with contextlib.suppress(Missing, ParseError):
+                remap = _remap_state(ev, e.bus_id)
+        # While the GPU reports its remap state, nvidia.row_remap judges the event: pending or failed fails
+        # there, an applied remap is no fault.
+        fault = e.node_fault and remap is None
+        out.append({"code": e.code, "bus_id": e.bus_id, "gpu": where, "meaning": e.meaning, "node_fault": fault,
+                    "linked": f"nvidia.row_remap (remap {remap})" if remap else None})
+    return out
+
+
+def _xid_line(v: dict[str, Any]) -> str:
+    link = f" (the same event as {v['linked']})" if v["linked"] else ""
+    return f"XID {v['code']} on GPU {v['gpu']}: {v['meaning']}{link}"
 
 
 def nvidia_xid(ev: Evidence, exp: Expectations) -> Outcome:
-    events = nv.xid_events(item(ev, "dmesg", "dmesg").out)
-    index_of = {}
-    with contextlib.suppress(Missing, ParseError):  # without a GPU list, XIDs are still reported by bus id
-        index_of = {g.bus_id: g.index for g in _gpus(ev)}
-    faults = [e for e in events if e.node_fault]
-    lines = sorted({f"XID {e.code} on GPU {index_of.get(e.bus_id, e.bus_id)}: {e.meaning}" for e in events})
-    return judge(not faults, len(faults), "== 0", "node-fault XIDs since boot", "; ".join(lines),
-                 events=[{"code": e.code, "bus_id": e.bus_id, "meaning": e.meaning, "node_fault": e.node_fault}
-                         for e in events])
+    """Node summary: every XID since boot with its GPU; the per-GPU verdicts are nvidia.gpu_xid's."""
+    verdicts = [v for where, events in _attributed_xids(ev, exp).items()
+                for v in _xid_verdicts(ev, where, events)]
+    faults = [v for v in verdicts if v["node_fault"]]
+    lines = sorted({_xid_line(v) for v in verdicts})
+    return judge(not faults, len(faults), "== 0", "node-fault XIDs since boot", "; ".join(lines), events=verdicts)
+
+
+def nvidia_gpu_xid(ev: Evidence, exp: Expectations, index: int) -> Outcome:
+    """The XIDs the kernel log attributes to this GPU (by PCI bus id), so a GPU that fell off the bus fails its
+    own row with the XID's meaning, not only the node's summary."""
+    verdicts = _xid_verdicts(ev, index, _attributed_xids(ev, exp).get(index, []))
+    faults = [v for v in verdicts if v["node_fault"]]
+    lines = sorted({_xid_line(v) for v in verdicts})
+    return judge(not faults, len(faults), "== 0", "node-fault XIDs since boot", "; ".join(lines), events=verdicts)
 
 
 def nvidia_throttle(ev: Evidence, exp: Expectations, index: int) -> Outcome:
     gpu = _gpu(ev, index)
     if gpu.throttle_reasons is None:
-        return error("nvidia-smi reports no clocks_throttle_reasons.active")
+        return error("nvidia-smi reports neither clocks_event_reasons.active nor clocks_throttle_reasons.active")
     names = nv.throttle_names(gpu.throttle_reasons)
     bad = [n for n, fault in names if fault]
     return judge(not bad, ", ".join(n for n, _ in names) or "none", "no HW/thermal/power-brake slowdown", None,
@@ -193,4 +262,4 @@ class NvidiaFamily(AcceleratorFamily):
 
     def device_checks(self) -> tuple[CheckFn, ...]:
         return (nvidia_sku, nvidia_memory, nvidia_persistence_mode, nvidia_ecc_mode, nvidia_ecc_uncorrectable,
-                nvidia_row_remap, nvidia_throttle, nvidia_pcie_link, nvidia_nvlink)
+                nvidia_row_remap, nvidia_gpu_xid, nvidia_throttle, nvidia_pcie_link, nvidia_nvlink)

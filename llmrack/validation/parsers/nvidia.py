@@ -82,12 +82,22 @@ def gpus(text: str) -> list[Gpu]:
                 pcie_gen_max=_int(row.get("pcie.link.gen.max")),
                 pcie_width=_int(row.get("pcie.link.width.current")),
                 pcie_width_max=_int(row.get("pcie.link.width.max")),
-                throttle_reasons=_int(row.get("clocks_throttle_reasons.active")),
+                throttle_reasons=_int(_either(row, THROTTLE_FIELDS)),
                 pstate=row.get("pstate"),
                 memory_mib=_int(row.get("memory.total")),
             )
         )
     return sorted(out, key=lambda g: g.index)
+
+
+# The active clock-limiting reasons, under both names nvidia-smi has printed: R535 renamed
+# clocks_throttle_reasons.* to clocks_event_reasons.* (same bits) and answers an old-name query under the new
+# header, so the CSV may carry either.
+THROTTLE_FIELDS = ("clocks_event_reasons.active", "clocks_throttle_reasons.active")
+
+
+def _either(row: dict[str, str | None], names: tuple[str, ...]) -> str | None:
+    return next((row[n] for n in names if n in row), None)
 
 
 def normalise_bus_id(bus_id: str) -> str:
@@ -213,8 +223,9 @@ def xid_events(kernel_log: str) -> list[XidEvent]:
     return out
 
 
-# Bits of clocks_throttle_reasons.active (nvml.h, nvmlClocksThrottleReason*). `fault` marks the reasons that
-# mean the hardware protects itself (thermal, power brake, HW slowdown): a node in that state under-delivers.
+# Bits of clocks_event_reasons.active / clocks_throttle_reasons.active (nvml.h: nvmlClocksEventReason*, formerly
+# nvmlClocksThrottleReason*). `fault` marks the reasons that mean the hardware protects itself (thermal, power
+# brake, HW slowdown): a node in that state under-delivers.
 THROTTLE: dict[int, tuple[str, bool]] = {
     0x1: ("GpuIdle", False),
     0x2: ("ApplicationsClocksSetting", False),

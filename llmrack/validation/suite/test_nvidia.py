@@ -62,3 +62,7 @@ def test_pcie_link(node: Any, device: int, verdict: Any) -> None:
 
 def test_nvlink(node: Any, device: int, verdict: Any) -> None:
     verdict(checks.nvidia_nvlink, device)
+
+
+def test_gpu_xid(node: Any, device: int, verdict: Any) -> None:
+    verdict(checks.nvidia_gpu_xid, device)

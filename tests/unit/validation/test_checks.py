@@ -7,7 +7,7 @@ from llmrack.validation.expect import Expectations
 from tests.unit.validation.conftest import evidence, expectations, outcome
 
 GPU_CHECKS = [checks.nvidia_sku, checks.nvidia_memory, checks.nvidia_persistence_mode, checks.nvidia_ecc_mode,
-              checks.nvidia_ecc_uncorrectable, checks.nvidia_row_remap, checks.nvidia_throttle,
+              checks.nvidia_ecc_uncorrectable, checks.nvidia_row_remap, checks.nvidia_gpu_xid, checks.nvidia_throttle,
               checks.nvidia_pcie_link, checks.nvidia_nvlink]
 NODE_CHECKS = [checks.nvidia_gpu_count, checks.nvidia_driver_version, checks.nvidia_xid, checks.nvidia_fabricmanager,
                checks.os_nouveau_absent, checks.os_services, checks.os_containerd_runtime, checks.os_nccl_env]
@@ -45,16 +45,34 @@ def test_xid79_fails_count_xid_and_the_lost_gpu(a100: Expectations) -> None:
     # nvlink -s still lists GPU 3 (recorded before it fell off): only the count, XID and GPU 3 checks fail.
     assert {k for k in bad if not k.endswith("[3]")} == set()
     xid = outcome(checks.nvidia_xid, "nvidia-smi-a100-hgx-xid79", a100)
-    assert "XID 79 on GPU 4e:00: GPU has fallen off the bus" in xid.detail
+    assert "XID 79 on GPU 3: GPU has fallen off the bus" in xid.detail
+
+
+def test_xid79_is_attributed_to_the_lost_gpu_by_bus_id(a100: Expectations) -> None:
+    """GPU 3 (bus 4e:00) is missing from nvidia-smi; nvidia-smi numbers GPUs in PCI bus order, so the one missing
+    index between 47:00 (GPU 2) and 87:00 (GPU 4) is the GPU the XID names. Its own row fails with the meaning."""
+    lost = outcome(checks.nvidia_gpu_xid, "nvidia-smi-a100-hgx-xid79", a100, 3)
+    assert lost.status == "fail" and lost.measured == 1
+    assert lost.detail.startswith("XID 79 on GPU 3: GPU has fallen off the bus")
+    assert lost.data["events"][0]["bus_id"] == "4e:00"
+    others = {i: outcome(checks.nvidia_gpu_xid, "nvidia-smi-a100-hgx-xid79", a100, i).status for i in range(8)}
+    assert others == {0: "pass", 1: "pass", 2: "pass", 3: "fail", 4: "pass", 5: "pass", 6: "pass", 7: "pass"}
 
 
 def test_row_remap_pending_fails_remap_ecc_and_xid(a100: Expectations) -> None:
     assert not_passed("nvidia-smi-a100-hgx-row-remap-pending", a100) == {
-        "nvidia_xid": "fail", "nvidia_ecc_uncorrectable[5]": "fail", "nvidia_row_remap[5]": "fail"}
+        "nvidia_xid": "fail", "nvidia_ecc_uncorrectable[5]": "fail", "nvidia_row_remap[5]": "fail",
+        "nvidia_gpu_xid[5]": "fail"}
     remap = outcome(checks.nvidia_row_remap, "nvidia-smi-a100-hgx-row-remap-pending", a100, 5)
     assert remap.measured == "pending" and "reset the GPU" in remap.detail
+    # XID 63 is the remap itself: linked to the pending-remap check in both details, counted once (there).
+    assert "XID 63 (nvidia.gpu_xid)" in remap.detail and remap.data["xids"] == [63]
     xid = outcome(checks.nvidia_xid, "nvidia-smi-a100-hgx-row-remap-pending", a100)
-    assert xid.measured == 2 and "XID 63 on GPU 5" in xid.detail and "XID 94 on GPU 5" in xid.detail
+    assert xid.measured == 1 and "XID 94 on GPU 5" in xid.detail
+    assert "XID 63 on GPU 5: ECC page retirement or row remapping recorded (reset to apply) (the same event as " \
+           "nvidia.row_remap (remap pending))" in xid.detail
+    gpu5 = outcome(checks.nvidia_gpu_xid, "nvidia-smi-a100-hgx-row-remap-pending", a100, 5)
+    assert gpu5.measured == 1 and [e["code"] for e in gpu5.data["events"] if e["node_fault"]] == [94]
 
 
 def test_pcie_downtrained_fails_only_that_link(a100: Expectations) -> None:
@@ -64,7 +82,8 @@ def test_pcie_downtrained_fails_only_that_link(a100: Expectations) -> None:
 
 
 def test_nvlink_inactive_fails_link_and_xid74(a100: Expectations) -> None:
-    assert not_passed("nvidia-smi-a100-hgx-nvlink-inactive", a100) == {"nvidia_xid": "fail", "nvidia_nvlink[6]": "fail"}
+    assert not_passed("nvidia-smi-a100-hgx-nvlink-inactive", a100) == {
+        "nvidia_xid": "fail", "nvidia_nvlink[6]": "fail", "nvidia_gpu_xid[6]": "fail"}
     link = outcome(checks.nvidia_nvlink, "nvidia-smi-a100-hgx-nvlink-inactive", a100, 6)
     assert (link.measured, link.threshold, link.detail) == (11, "== 12", "inactive: 4")
 
@@ -114,6 +133,17 @@ def test_h100_thermal_slowdown_fails_throttle_and_matmul() -> None:
     mm = outcome(checks.perf_matmul_bf16, "nvidia-smi-h100-hgx-thermal-slowdown", exp, 1)
     assert mm.status == "fail" and mm.measured == 402.7 and mm.threshold == ">= 692.3"
     assert outcome(checks.perf_matmul_bf16, "nvidia-smi-h100-hgx-thermal-slowdown", exp, 0).status == "pass"
+
+
+def test_throttle_read_under_either_field_name() -> None:
+    """Drivers since R535 print clocks_event_reasons.active (the old name is an alias): the recorded R550 box with
+    a HW slowdown on GPU 6 fails exactly that GPU's throttle check, like the old-name H100 fixture above."""
+    exp = expectations("nvidia", "a100-80g", nvidia_driver_version="550.90.07")
+    fixture = "nvidia-smi-a100-hgx-hw-slowdown-event-reasons"
+    assert "clocks_event_reasons.active" in evidence(fixture).items["nvidia-smi-query"].out.splitlines()[0]
+    assert not_passed(fixture, exp) == {"nvidia_throttle[6]": "fail"}
+    thr = outcome(checks.nvidia_throttle, fixture, exp, 6)
+    assert thr.measured == "HwSlowdown" and thr.detail == "mask 0x8"
 
 
 def test_pcie_only_idle_box() -> None:

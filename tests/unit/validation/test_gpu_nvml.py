@@ -101,3 +101,32 @@ def test_query_falls_back_to_basic_fields_when_a_field_is_rejected(tmp_path: Any
     assert checks.run(checks.nvidia_sku, ev, exp, 0).status == "pass"
     ecc = checks.run(checks.nvidia_ecc_mode, ev, exp, 0)
     assert ecc.status == "error" and "ecc.mode.current" in ecc.detail
+
+
+def test_query_asks_the_new_throttle_name_when_the_old_one_is_rejected(tmp_path: Any) -> None:
+    """A driver that no longer takes clocks_throttle_reasons.active is asked for clocks_event_reasons.active, and
+    the throttle check judges what it answers (here a HW slowdown)."""
+    import os
+    import subprocess
+
+    from llmrack.validation.evidence import GPU_QUERIES, ITEMS
+
+    row = "0, 00000000:07:00.0, NVIDIA A100-SXM4-80GB, GPU-0, 580.65.06, Enabled, Enabled, 0, 0, 4, 4, 16, 16, " \
+          "0x0000000000000008, P0, 81920, 41, 250.1"
+    tool = tmp_path / "nvidia-smi"
+    tool.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in *clocks_throttle_reasons*)\n'
+        '  echo \'Field "clocks_throttle_reasons.active" is not a valid field to query.\'; exit 2;;\nesac\n'
+        f'[ "$1" = "--query-gpu={GPU_QUERIES[1]}" ] || exit 9\n'
+        f"echo '{GPU_QUERIES[1].replace(',', ', ')}'\n"
+        f"echo '{row}'\n")
+    tool.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["sh", "-c", ITEMS["nvidia-smi-query"]], capture_output=True, text=True, env=env,
+                          check=False)
+    assert proc.returncode == 0 and "clocks_event_reasons.active" in proc.stdout.splitlines()[0]
+    ev = evidence("nvidia-smi-a100-hgx-healthy")
+    ev.items["nvidia-smi-query"] = Item("nvidia-smi-query", proc.returncode, proc.stdout, proc.stderr)
+    thr = checks.run(checks.nvidia_throttle, ev, expectations("nvidia", "a100-80g"), 0)
+    assert (thr.status, thr.measured) == ("fail", "HwSlowdown")
