@@ -20,6 +20,7 @@ from llmrack.arch import ModelArch, load_config_file
 from llmrack.contracts.serving_defaults import MAX_MODEL_LEN, MAX_NUM_SEQS, MAX_QUEUE, PORT
 from llmrack.dtypes import KVCacheDType, WeightsDType
 from llmrack.errors import NotFoundError, UsageError
+from llmrack.observe.canary import CanaryThresholds
 from llmrack.plan import DEFAULT_AMORTIZATION_YEARS, DEFAULT_MAX_NODES, DEFAULT_MEMORY_UTILIZATION, PlanRequest
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -105,6 +106,7 @@ class DeploymentSpec(_Strict):
     serving: ServingSpec
     images: ImagesSpec = ImagesSpec()
     costs: CostsSpec = CostsSpec()
+    canary: CanaryThresholds = CanaryThresholds()
 
     @field_validator("accelerator")
     @classmethod

@@ -13,7 +13,9 @@ import typer
 from llmrack import __version__
 from llmrack.cli import (  # serving layer (issue 3)
     bench_cmd,
+    canary_cmd,
     catalog_cmd,
+    drift_cmd,
     image_cmd,
     inventory_cmd,
     lab_cmd,
@@ -45,6 +47,8 @@ app.add_typer(validate_cmd.app, name="validate")
 app.command("serve")(serve_cmd.serve)
 app.add_typer(model_cmd.app, name="model")
 app.add_typer(bench_cmd.app, name="bench")
+app.add_typer(canary_cmd.app, name="canary")
+app.command("drift")(drift_cmd.drift)
 
 
 @app.callback(invoke_without_command=True)

@@ -1,0 +1,1 @@
+"""Reading what the rack did from Prometheus: canary judgement and traffic drift."""
