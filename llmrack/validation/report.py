@@ -1,5 +1,6 @@
 """report.json (schema `llmrack-validation-report/1`, documented in docs/validation.md) and report.html
-(one table per node, failures first). junit.xml is pytest's own, with the same fields as test properties."""
+(per node, a matrix: checks down, devices across, failing rows first, and every result not passed listed
+below it with its detail). junit.xml is pytest's own, with the same fields as test properties."""
 
 from __future__ import annotations
 
@@ -69,16 +70,58 @@ def _order(r: Record) -> tuple[str, int, str]:
     return (r.node or "", STATUSES.index(r.status) if r.status in STATUSES else 0, r.id)
 
 
+NODE_COLUMN = "node"  # the matrix column of checks that judge the node as a whole
+
+
+def _device_key(device: str) -> tuple[str, int]:
+    """gpu2 < gpu10: the label, then the index as a number."""
+    label = device.rstrip("0123456789")
+    return label, int(device[len(label):] or 0)
+
+
+def matrix(report: dict[str, Any], node: str) -> dict[str, Any]:
+    """One node's board: checks down, devices across (the node itself first), one cell per result; rows with a
+    failure first (then errors, skips, passes), and every result not passed listed below with its detail."""
+    mine = [c for c in report["checks"] if c["node"] == node]
+    devices = sorted({c["device"] for c in mine if c["device"]}, key=_device_key)
+    columns = ([NODE_COLUMN] if any(not c["device"] for c in mine) else []) + devices
+    rows: dict[str, dict[str, Any]] = {}
+    for c in mine:
+        row = rows.setdefault(c["check"], {"check": c["check"], "cells": {}})
+        row["cells"][c["device"] or NODE_COLUMN] = c
+    for row in rows.values():
+        row["worst"] = min((cell["status"] for cell in row["cells"].values()), key=_rank)
+    ordered = sorted(rows.values(), key=lambda r: (_rank(r["worst"]), r["check"]))
+    return {"columns": columns, "rows": ordered,
+            "details": [c for c in mine if c["status"] != "pass"],  # report["checks"]: failures first per node
+            "passed": [c for c in mine if c["status"] == "pass"]}
+
+
+def cell_title(c: dict[str, Any]) -> str:
+    """What hovering a cell shows: the status, the measured value and what it was held to."""
+    measured = "" if c["measured"] is None else f"{c['measured']}{' ' + c['unit'] if c['unit'] else ''}"
+    want = f", want {c['threshold']}" if c["threshold"] else ""
+    return f"{c['status']}: {measured}{want}".rstrip(": ")
+
+
+def _rank(status: str) -> int:
+    return STATUSES.index(status) if status in STATUSES else 0
+
+
 _HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>llmrack validation: {{ overall }}</title>
 <style>
 body { font-family: sans-serif; margin: 1.5em; }
-table { border-collapse: collapse; margin-bottom: 2em; width: 100%; }
+table { border-collapse: collapse; margin-bottom: 1.5em; }
+table.nodes, table.details { width: 100%; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
-td.status { font-weight: bold; }
-tr.fail td.status, tr.error td.status { color: #fff; background: #c0392b; }
-tr.skip td.status { background: #f1c40f; }
-tr.pass td.status { background: #27ae60; color: #fff; }
+table.matrix td { text-align: center; min-width: 3.5em; }
+table.matrix th.check { white-space: nowrap; }
+.fail td.status, .error td.status, td.cell.fail, td.cell.error { color: #fff; background: #c0392b; }
+.skip td.status, td.cell.skip { background: #f1c40f; }
+.pass td.status, td.cell.pass { background: #27ae60; color: #fff; }
+td.cell a { color: inherit; }
+td.cell.none { background: #eee; }
 </style></head><body>
 <h1 id="overall">llmrack validation: {{ overall }}</h1>
 <p id="summary">level {{ report.level }}; {{ report.summary.nodes }} node(s);
@@ -92,20 +135,38 @@ tr.pass td.status { background: #27ae60; color: #fff; }
 {% for s in statuses %}<td>{{ info.summary.get(s, 0) }}</td>{% endfor %}</tr>
 {% endfor %}
 </tbody></table>
-{% for name, info in report.nodes.items() %}
+{% for name, info in report.nodes.items() %}{% set board = matrix(report, name) %}
 <h2 id="node-{{ name }}">{{ name }}: {{ info.kind }}{% if info.accelerator %} ({{ info.expected_devices }} x
 {{ info.accelerator }}){% endif %}</h2>
 <p class="facts">{{ info.source }} evidence{% if info.uname %}: {{ info.uname }}{% endif %}
 {% if info.gather_error %}<br><strong>could not read the node: {{ info.gather_error }}</strong>{% endif %}</p>
-<table class="node" data-node="{{ name }}">
+<table class="matrix" data-node="{{ name }}">
+<thead><tr><th>check</th>
+{% for col in board.columns %}<th data-column="{{ col }}">{{ col }}</th>{% endfor %}</tr></thead>
+<tbody>
+{% for row in board.rows %}<tr class="{{ row.worst }}" data-check="{{ row.check }}">
+<th class="check">{{ row.check }}</th>
+{% for col in board.columns %}{% set c = row.cells.get(col) %}
+{% if c %}<td class="cell {{ c.status }}" data-column="{{ col }}" title="{{ cell_title(c) }}">
+{%- if c.status == "pass" %}{{ c.status }}{% else %}<a href="#{{ c.id }}">{{ c.status }}</a>{% endif %}</td>
+{%- else %}<td class="cell none" data-column="{{ col }}"></td>{% endif %}{% endfor %}</tr>
+{% endfor %}
+</tbody></table>
+<table class="details" data-node="{{ name }}">
 <thead><tr><th>check</th><th>device</th><th>status</th><th>measured</th><th>threshold</th><th>unit</th>
 <th>detail</th></tr></thead><tbody>
-{% for c in report.checks if c.node == name %}
-<tr class="{{ c.status }}" data-check="{{ c.id }}"><td>{{ c.check }}</td><td>{{ c.device or "" }}</td>
+{% for c in board.details %}
+<tr class="{{ c.status }}" id="{{ c.id }}" data-check="{{ c.id }}"><td>{{ c.check }}</td><td>{{ c.device or "" }}</td>
 <td class="status">{{ c.status }}</td><td>{{ "" if c.measured is none else c.measured }}</td>
 <td>{{ c.threshold or "" }}</td><td>{{ c.unit or "" }}</td><td>{{ c.detail }}</td></tr>
 {% endfor %}
 </tbody></table>
+{% if board.passed %}<details class="passed" data-node="{{ name }}">
+<summary>{{ board.passed | length }} passed: measured values</summary><table class="details passed"><tbody>
+{% for c in board.passed %}<tr class="pass" data-check="{{ c.id }}"><td>{{ c.check }}</td><td>{{ c.device or "" }}</td>
+<td>{{ "" if c.measured is none else c.measured }}</td><td>{{ c.threshold or "" }}</td><td>{{ c.unit or "" }}</td>
+<td>{{ c.detail }}</td></tr>
+{% endfor %}</tbody></table></details>{% endif %}
 {% endfor %}
 </body></html>
 """
@@ -114,7 +175,8 @@ tr.pass td.status { background: #27ae60; color: #fff; }
 def render_html(report: dict[str, Any]) -> str:
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     overall = "FAILED" if report["summary"]["exit_code"] else "PASSED"
-    return env.from_string(_HTML).render(report=report, statuses=STATUSES, overall=overall)
+    return env.from_string(_HTML).render(report=report, statuses=STATUSES, overall=overall, matrix=matrix,
+                                         cell_title=cell_title)
 
 
 def write_reports(out: Path, records: list[Record], meta: dict[str, Any]) -> dict[str, Any]:
