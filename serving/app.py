@@ -1,22 +1,35 @@
-"""The app factory: lifespan (load + warm the model; release it in finally), routers, one error shape."""
+"""The app factory: lifespan (load + warm the model; release it in finally), routers, one error shape.
+
+The OpenAPI document is served at /openapi.json (as vLLM does, without the API key: it describes the public
+OpenAI surface and nothing of the deployment) and lists, per operation, every status the server answers, each
+error in the OpenAI error shape (serving.protocol.ERROR_DESCRIPTIONS).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llmrack import __version__
 from serving.protocol import APIError, ErrorInfo, ErrorResponse
 from serving.routers import health, openai
 from serving.settings import ServingSettings, get_settings
 from serving.state import ServerState
 
 log = logging.getLogger("serving")
+
+# The largest request body accepted (413 above it, checked by Content-Length and while a chunked body arrives, so a
+# client cannot make the server buffer an unbounded body). A prompt filling a 1M-token context is ~4 MB of text.
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
 def _error(status: int, info: ErrorInfo, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -38,6 +51,45 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
             param)
 
 
+def _too_large(state: ServerState) -> JSONResponse:
+    state.metrics.failed(413)
+    return _error(413, ErrorInfo(message=f"the request body is larger than {MAX_REQUEST_BYTES} bytes",
+                                 type="invalid_request_error", code="request_too_large"))
+
+
+class _BodyLimit:
+    """413 in the error shape for a body above max_bytes: by Content-Length before anything is read, and by
+    counting a chunked body as it arrives (the endpoint's body read then fails with a 413 HTTPException).
+
+    Starlette's own RequestBodyLimitMiddleware (FastAPI's max_body_size) answers text/plain over any response
+    the app sends, so the OpenAI error shape would be lost.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, state: ServerState) -> None:
+        self.app, self.max_bytes, self.state = app, max_bytes, state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _too_large(self.state)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise StarletteHTTPException(413)
+            return message
+
+        await self.app(scope, limited, send)
+
+
 def create_app(settings: ServingSettings | None = None, state: ServerState | None = None) -> FastAPI:
     settings = settings or get_settings()
     state = state or ServerState(settings)
@@ -57,7 +109,9 @@ def create_app(settings: ServingSettings | None = None, state: ServerState | Non
                 await asyncio.wait({loading})
             state.shutdown()
 
-    app = FastAPI(title="llmrack serving", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="llmrack serving", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json")
+    app.add_middleware(_BodyLimit, max_bytes=MAX_REQUEST_BYTES, state=state)
     app.state.llm = state
     app.include_router(health.router)
     app.include_router(openai.router)
@@ -79,6 +133,8 @@ def create_app(settings: ServingSettings | None = None, state: ServerState | Non
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 413:
+            return _too_large(state)
         return _error(exc.status_code, ErrorInfo(message=str(exc.detail), type=kind), headers)
 
     @app.exception_handler(Exception)
@@ -88,4 +144,24 @@ def create_app(settings: ServingSettings | None = None, state: ServerState | Non
         state.metrics.failed(500)
         return _error(500, ErrorInfo(message="internal server error", type="internal_error"))
 
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, made true to the server: no 422 (answered as 400), bearer auth on /v1."""
+    if app.openapi_schema is None:
+        doc = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                          description="OpenAI-compatible serving by llmrack; every error is {\"error\": {...}}")
+        for path, operations in doc["paths"].items():
+            for operation in operations.values():
+                operation["responses"].pop("422", None)
+                if path.startswith("/v1/"):
+                    operation["security"] = [{"bearer": []}]
+        schemas = doc.get("components", {}).get("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        doc.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "a key from the server's --api-key-file"}}
+        app.openapi_schema = doc
+    return app.openapi_schema

@@ -38,6 +38,25 @@ class APIError(Exception):
         return ErrorResponse(error=self.info)
 
 
+# Every error status the server answers, in the OpenAI error shape; the OpenAPI document lists them per operation.
+# FastAPI's 422 for a body that fails validation is answered as 400, as OpenAI does: the server never sends 422.
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "invalid request: not JSON, a field of the wrong type or out of range, a prompt that does not fit the "
+         "context (type invalid_request_error; param names the field)",
+    401: "no or wrong API key (type authentication_error, code invalid_api_key; header WWW-Authenticate: Bearer)",
+    404: "the model named in the request is not served here (code model_not_found, param model)",
+    413: "the request body is larger than the server accepts (code request_too_large)",
+    429: "the request queue is full (type rate_limit_error, code queue_full; header Retry-After)",
+    500: "the engine failed on this request (type internal_error); the server stays up",
+    503: "loading, draining or shutting down (type service_unavailable; code loading, draining, load_failed)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """FastAPI `responses=` entries for these statuses, each with the one error shape."""
+    return {status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]} for status in statuses}
+
+
 # ---- requests -------------------------------------------------------------------------------------------------
 
 # Clients send fields this server does not use (user, logit_bias=None, ...): they are accepted and ignored, as the

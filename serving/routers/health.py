@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 
-from serving.protocol import APIError
+from serving.protocol import APIError, error_responses
 from serving.state import ServerState
 
 router = APIRouter()
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    model: str
 
 
 def _state(request: Request) -> ServerState:
@@ -17,7 +27,7 @@ def _state(request: Request) -> ServerState:
     return state
 
 
-@router.get("/health")
+@router.get("/health", responses={200: {"model": Health}, **error_responses(503)})
 async def health(request: Request) -> JSONResponse:
     state = _state(request)
     if state.load_error:
@@ -27,7 +37,7 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/ready")
+@router.get("/ready", responses={200: {"model": Ready}, **error_responses(503)})
 async def ready(request: Request) -> JSONResponse:
     state = _state(request)
     if state.draining:
@@ -37,6 +47,7 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "model": state.name})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse,
+            responses={200: {"description": "Prometheus text exposition format"}})
 async def metrics(request: Request) -> Response:
     return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -6,9 +6,19 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
-from serving.protocol import APIError, ChatCompletionRequest, CompletionRequest
+from serving.protocol import (
+    APIError,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    ModelList,
+    error_responses,
+)
 from serving.service import OpenAIService, Stream
 from serving.state import ServerState
 
@@ -20,7 +30,22 @@ def require_api_key(request: Request) -> None:
                        "authentication_error", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=error_responses(401, 503))
+
+# Every status a generation request can get besides 200 (401 and 503 come from the router).
+_GENERATION_ERRORS = error_responses(400, 404, 413, 429, 500)
+
+
+def _ok(model: type[BaseModel], stream_chunk: type[BaseModel] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The 200 response: JSON, or with `"stream": true` Server-Sent Events of `data: <chunk JSON>` lines."""
+    content: dict[str, Any] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
+    if stream_chunk is not None:
+        # Before OpenAPI 3.2, `schema` of an event stream describes one event.
+        content["text/event-stream"] = {"schema": {
+            "type": "object", "required": ["data"],
+            "properties": {"data": {"type": "string", "description": f"a {stream_chunk.__name__} as JSON; the last "
+                                                                     "event is [DONE]"}}}}
+    return {200: {"model": model, "content": content, "description": "the result (streamed with stream=true)"}}
 
 
 class _SSEResponse(StreamingResponse):
@@ -48,17 +73,18 @@ def _respond(result: Any) -> Response:
     return JSONResponse(result.model_dump(mode="json"))
 
 
-@router.get("/models")
+@router.get("/models", responses=_ok(ModelList))
 async def models(request: Request) -> JSONResponse:
     return JSONResponse(_service(request).models().model_dump(mode="json"))
 
 
-@router.post("/completions")
+@router.post("/completions", responses={**_ok(CompletionResponse, CompletionResponse), **_GENERATION_ERRORS})
 async def completions(body: CompletionRequest, request: Request) -> Response:
     return _respond(await _service(request).completion(body, request.is_disconnected))
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions",
+             responses={**_ok(ChatCompletionResponse, ChatCompletionChunk), **_GENERATION_ERRORS})
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     return _respond(await _service(request).chat(body, request.is_disconnected))
 
