@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
+import yaml
 from rich.table import Table
 
 from llmrack.cli.output import emit_json, info, stdout
+from llmrack.errors import UsageError
 from llmrack.observe.canary import CANARY, STABLE, CanaryThresholds, Judgement, Verdict, judge_from_prometheus
 from llmrack.observe.engines import EngineName
 from llmrack.observe.prometheus import Prometheus
-from llmrack.spec import load_spec
+from llmrack.spec import load_spec, parse_spec
 
 app = typer.Typer(help="Canary releases: judge a canary against the stable release.", no_args_is_help=True)
 
@@ -39,11 +42,24 @@ def show(judgement: Judgement, window: str) -> None:
                  highlight=False)
 
 
+def _spec_thresholds(spec: Path | None) -> CanaryThresholds:
+    """The spec's canary thresholds; `-` reads the spec from stdin (how serving.yml hands over its group var)."""
+    if spec is None:
+        return CanaryThresholds()
+    if str(spec) == "-":
+        try:
+            data = yaml.safe_load(sys.stdin.read())
+        except yaml.YAMLError as exc:
+            raise UsageError(f"the spec on stdin is not YAML: {exc}") from None
+        return parse_spec(data, "the deployment spec on stdin").canary
+    return load_spec(spec).canary
+
+
 @app.command("judge")
 def judge(
     prometheus: str = PROMETHEUS,
-    spec: Path | None = typer.Option(None, "--spec", help="deployment spec whose `canary` thresholds apply "
-                                     "(default: the built-in thresholds, docs/gateway.md)"),
+    spec: Path | None = typer.Option(None, "--spec", help="deployment spec whose `canary` thresholds apply; - reads "
+                                     "it from stdin (default: the built-in thresholds, docs/gateway.md)"),
     window: str | None = typer.Option(None, "--window", help="look back this long (default: the spec's window)"),
     engine: EngineName = ENGINE,
     selector: str = SELECTOR,
@@ -54,7 +70,7 @@ def judge(
 ) -> None:
     """Compare the canary (variant="canary") with stable (variant="stable"): error rate, TTFT and ITL p99,
     output lengths. Exit 0 promote, 1 roll back, 2 cannot judge (too little traffic, or no Prometheus)."""
-    thresholds = load_spec(spec).canary if spec else CanaryThresholds()
+    thresholds = _spec_thresholds(spec)
     if window:
         thresholds = CanaryThresholds.model_validate({**thresholds.model_dump(), "window": window})
     judgement = judge_from_prometheus(Prometheus(prometheus), engine, thresholds, selector, stable, canary)
