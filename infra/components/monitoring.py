@@ -1,8 +1,9 @@
 """Monitoring: kube-prometheus-stack with llmrack's scrape config, alert rules and Grafana dashboards,
 plus prometheus-adapter, which serves the queue metric to the serving autoscaler.
 
-The rule file and dashboards live in infra/monitoring/ as plain files so that the Ansible monitoring role
-ships the same ones to racks (monitoring_shared_rules_file, monitoring_shared_dashboards_dir).
+The alert rules come from llmrack.contracts.alerts, which also generates infra/monitoring/alerts.yml, the
+file the Ansible monitoring role ships to racks (monitoring_shared_rules_file); the dashboards live in
+infra/monitoring/dashboards/ for both paths (monitoring_shared_dashboards_dir).
 """
 
 from __future__ import annotations
@@ -14,14 +15,12 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
-import yaml
 
 from infra.components._args import check
-from llmrack.contracts.alerts import queue_alert_threshold
+from llmrack.contracts import alerts
 from llmrack.contracts.metrics import NUM_REQUESTS_WAITING as QUEUE_METRIC
 
 MONITORING_DIR = Path(__file__).resolve().parent.parent / "monitoring"
-ALERTS_FILE = MONITORING_DIR / "alerts.yml"
 DASHBOARDS_DIR = MONITORING_DIR / "dashboards"
 RELEASE = "kube-prometheus-stack"  # fixed release name: the adapter addresses Prometheus by its service name
 
@@ -33,8 +32,7 @@ EXPORTERS = {
 
 
 def load_rules() -> dict[str, Any]:
-    rules: dict[str, Any] = yaml.safe_load(ALERTS_FILE.read_text())
-    return rules
+    return alerts.shared_rules()
 
 
 def load_dashboards() -> dict[str, str]:
@@ -72,11 +70,11 @@ def scrape_configs(serving_namespace: str, vendor: str) -> list[dict[str, Any]]:
 
 def deployment_rules(namespace: str, max_queue: int) -> dict[str, Any]:
     """Rules that depend on this deployment's spec: the queue alert (llmrack.contracts.alerts)."""
-    threshold = queue_alert_threshold(max_queue)
+    threshold = alerts.queue_alert_threshold(max_queue)
     return {"groups": [{"name": f"llmrack-{namespace}-queue", "rules": [{
         "alert": "LlmrackQueueNearLimit",
         "expr": f'sum by (pod) ({QUEUE_METRIC}{{namespace="{namespace}"}}) > {threshold}',
-        "for": "5m",
+        "for": alerts.QUEUE_ALERT_FOR,
         "labels": {"severity": "critical"},
         "annotations": {"summary": f"a replica in {namespace} holds over {threshold} waiting requests "
                                    f"(max_queue {max_queue}); new requests are about to get 429"},
@@ -97,8 +95,7 @@ class MonitoringArgs:
 
     def validate(self) -> None:
         check(self.vendor in EXPORTERS, "MonitoringArgs.vendor", self.vendor, f"must be one of {', '.join(EXPORTERS)}")
-        check(self.max_queue >= 0, "MonitoringArgs.max_queue", self.max_queue, "must be >= 0")
-        check(ALERTS_FILE.is_file(), "MonitoringArgs (alerts file)", str(ALERTS_FILE), "the rule file must exist")
+        check(self.max_queue >= 1, "MonitoringArgs.max_queue", self.max_queue, "must be >= 1")
 
 
 class Monitoring(pulumi.ComponentResource):

@@ -170,10 +170,11 @@ def test_prod_aws_fleet_with_efa_load_balancer_autoscaler(scan_results: Path) ->
     stack_values = run.one(RELEASE, "monitoring-kube-prometheus-stack").state["values"]
     jobs = [c["job_name"] for c in stack_values["prometheus"]["prometheusSpec"]["additionalScrapeConfigs"]]
     assert jobs == ["llmrack-serving", "dcgm-exporter"]
-    alerts = {r["alert"] for g in stack_values["additionalPrometheusRulesMap"]["llmrack-shared"]["groups"]
+    rule_files = stack_values["additionalPrometheusRulesMap"]
+    alerts = {r["alert"] for name in ("llmrack-shared", "llmrack-deployment") for g in rule_files[name]["groups"]
               for r in g["rules"]}
     assert {"LlmrackGpuXidError", "LlmrackGpuEccUncorrectable", "LlmrackGpuTemperatureHigh",
-            "LlmrackQueueBacklog", "LlmrackTimeToFirstTokenHigh"} <= alerts
+            "LlmrackQueueNearLimit", "LlmrackTimeToFirstTokenHigh"} <= alerts
     assert len(run.of_type("kubernetes:core/v1:ConfigMap")) == 2  # the two Grafana dashboards
 
 
