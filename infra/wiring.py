@@ -15,10 +15,18 @@ from infra.components.aws_fleet import AwsFleetArgs
 from infra.components.huaweicloud_fleet import HuaweiCloudFleetArgs
 from infra.components.inventory import InventoryHost
 from infra.components.monitoring import MonitoringArgs
-from infra.components.serving import ModelVolume, ServingArgs
+from infra.components.serving import MODELS_ROOT, ModelVolume, ServingArgs
 from infra.components.static_fleet import StaticFleetArgs
-from infra.config import AwsFleetConfig, HuaweiCloudFleetConfig, StackConfig, StaticFleetConfig
+from infra.config import AwsFleetConfig, HuaweiCloudFleetConfig, StackConfig, StackConfigError, StaticFleetConfig
 from infra.instance_types import AWS_DEFAULT_FOR_ACCELERATOR
+from llmrack.contracts.serving_command import (
+    NODE_KIND_OF_VENDOR,
+    ServingCommand,
+    ServingCommandError,
+    ServingInputs,
+    render,
+)
+from llmrack.contracts.serving_defaults import DRAIN_TIMEOUT_S
 
 
 @dataclass
@@ -90,6 +98,17 @@ def fleet_args(cfg: StackConfig) -> AwsFleetArgs | HuaweiCloudFleetArgs | Static
     return None
 
 
+def serving_command(cfg: StackConfig, model_dir: str) -> ServingCommand:
+    """The pods' command from the one renderer the Ansible serving role uses too."""
+    inputs = ServingInputs.from_spec(cfg.spec, cfg.plan, NODE_KIND_OF_VENDOR[cfg.accelerator.vendor.value],
+                                     model_path=f"{MODELS_ROOT}/{model_dir}", api_keys=True,
+                                     drain_timeout_s=DRAIN_TIMEOUT_S)
+    try:
+        return render(inputs)
+    except ServingCommandError as exc:
+        raise StackConfigError(f"llmrack:deployment: {exc}") from None
+
+
 def serving_args(cfg: StackConfig) -> ServingArgs:
     spec, plan, acc, serving = cfg.spec, cfg.plan, cfg.accelerator, cfg.serving
     node_selector, tolerations = scheduling(acc)
@@ -102,7 +121,7 @@ def serving_args(cfg: StackConfig) -> ServingArgs:
         namespace=serving.namespace,
         image=cfg.image,
         api_keys=cfg.api_keys,
-        served_model_name=spec.model.label,
+        command=serving_command(cfg, model_dir),
         model_dir=model_dir,
         model_volume=ModelVolume(
             kind=volume.kind,
@@ -115,11 +134,6 @@ def serving_args(cfg: StackConfig) -> ServingArgs:
         k8s_resource=acc.k8s_resource,
         tensor_parallel=plan.tensor_parallel,
         replicas=plan.replicas,
-        weights_dtype=spec.model.weights_dtype.value,
-        max_model_len=spec.serving.max_model_len,
-        max_num_seqs=spec.serving.max_num_seqs,
-        max_queue=spec.serving.max_queue,
-        port=spec.serving.port,
         scan_results_dir=cfg.scan_results_dir,
         allow_unscanned=spec.unscanned_images_allowed,
         node_selector=node_selector,

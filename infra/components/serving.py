@@ -26,15 +26,12 @@ import pulumi_kubernetes as k8s
 from infra.components._args import check
 from infra.config import StackConfigError, canary_replicas, parse_image
 from llmrack.contracts.metrics import NUM_REQUESTS_WAITING as QUEUE_METRIC
+from llmrack.contracts.serving_command import API_KEYS_DIR, NODE_KIND_OF_VENDOR, ServingCommand
 from llmrack.contracts.serving_defaults import DRAIN_TIMEOUT_S
 from llmrack.scan import gate_decision
 
 APP = "llmrack-serving"
 MODELS_ROOT = "/models"  # the image contract: the model is mounted at /models/<name>, read-only
-API_KEYS_DIR = "/etc/llmrack/api-keys"
-API_KEYS_FILE = "keys"
-DEVICES = {"nvidia": "cuda", "huawei": "npu"}
-DTYPES = {"bf16": "bfloat16", "fp16": "float16", "int8": "bfloat16"}  # int8: bf16 compute + --quantize int8
 
 
 @dataclass
@@ -53,18 +50,14 @@ class ServingArgs:
     namespace: str
     image: str
     api_keys: pulumi.Input[list[str]]
-    served_model_name: str
+    # The container's command, args, env and probe paths (llmrack.contracts.serving_command, as the Ansible role).
+    command: ServingCommand
     model_dir: str
     model_volume: ModelVolume
     vendor: str
     k8s_resource: str
     tensor_parallel: int
     replicas: int
-    weights_dtype: str
-    max_model_len: int
-    max_num_seqs: int
-    max_queue: int
-    port: int
     scan_results_dir: Path
     allow_unscanned: bool
     node_selector: dict[str, str] = field(default_factory=dict)
@@ -80,9 +73,10 @@ class ServingArgs:
     run_as_user: int = 10001
 
     def validate(self) -> None:
-        check(self.vendor in DEVICES, "ServingArgs.vendor", self.vendor, f"must be one of {', '.join(DEVICES)}")
-        check(self.weights_dtype in DTYPES, "ServingArgs.weights_dtype", self.weights_dtype,
-              f"the serving layer runs {', '.join(DTYPES)} weights")
+        check(self.vendor in NODE_KIND_OF_VENDOR, "ServingArgs.vendor", self.vendor,
+              f"must be one of {', '.join(NODE_KIND_OF_VENDOR)}")
+        check(self.command.api_key_file is not None, "ServingArgs.command", self.command.argv,
+              "must read API keys from a file (rendered with api_keys=True)")
         check(self.tensor_parallel >= 1, "ServingArgs.tensor_parallel", self.tensor_parallel, "must be >= 1")
         check(self.model_volume.kind in ("pvc", "hostPath"), "ServingArgs.model_volume.kind", self.model_volume.kind,
               "must be pvc or hostPath")
@@ -101,6 +95,10 @@ class ServingArgs:
             ok, reason = gate_decision(digest, self.scan_results_dir, self.allow_unscanned)
             if not ok:
                 raise StackConfigError(f"{key}: {ref}: scan gate: {reason}")
+
+    @property
+    def port(self) -> int:
+        return self.command.port
 
     @property
     def split(self) -> tuple[int, int]:
@@ -148,8 +146,9 @@ class ServingStack(pulumi.ComponentResource):
             f"{name}-api-keys",
             metadata={"namespace": namespace, "labels": base_labels},
             type="Opaque",
-            # One key per line: the file `llmrack serve --api-key-file` reads.
-            string_data={API_KEYS_FILE: pulumi.Output.secret(args.api_keys).apply(lambda keys: "\n".join(keys) + "\n")},
+            # The keys file in the format the engine reads (one per line, or vLLM's config YAML).
+            string_data={args.command.api_key_file_name: pulumi.Output.secret(args.api_keys).apply(
+                args.command.api_key_file_content)},
             opts=in_ns,
         )
         model_source = self._model_volume(name, args, namespace, base_labels, in_ns)
@@ -222,15 +221,7 @@ class ServingStack(pulumi.ComponentResource):
                     opts: pulumi.ResourceOptions) -> Any:
         labels = {**base_labels, "llmrack.io/track": track}
         model_path = f"{MODELS_ROOT}/{args.model_dir}"
-        command_args = [
-            "--model", model_path, "--served-model-name", args.served_model_name,
-            "--host", "0.0.0.0", "--port", str(args.port), "--device", DEVICES[args.vendor],
-            "--dtype", DTYPES[args.weights_dtype], "--max-num-seqs", str(args.max_num_seqs),
-            "--max-model-len", str(args.max_model_len), "--max-queue", str(args.max_queue),
-            "--api-key-file", f"{API_KEYS_DIR}/{API_KEYS_FILE}", "--drain-timeout", str(DRAIN_TIMEOUT_S),
-        ]
-        if args.weights_dtype == "int8":
-            command_args += ["--quantize", "int8"]
+        cmd = args.command
         mounts = [
             {"name": "models", "mountPath": model_path, "readOnly": True},
             {"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True},
@@ -250,16 +241,18 @@ class ServingStack(pulumi.ComponentResource):
         container = {
             "name": "serving",
             "image": image,
-            "args": command_args,
+            "command": list(cmd.program),
+            "args": list(cmd.args),
             "ports": [{"name": "http", "containerPort": args.port, "protocol": "TCP"}],
-            "env": [{"name": "HOME", "value": "/tmp"}],
+            "env": [{"name": k, "value": v} for k, v in sorted({"HOME": "/tmp", **cmd.env}.items())],
             # Extended resources are requested through limits; the plan's TP degree is the device count.
             "resources": {"limits": {args.k8s_resource: str(args.tensor_parallel)}},
             # Loading weights takes minutes: the startup probe holds liveness off until /health answers once.
-            "startupProbe": {"httpGet": {**http, "path": "/health"}, "periodSeconds": 10,
-                             "failureThreshold": max(1, args.startup_timeout_s // 10)},
-            "readinessProbe": {"httpGet": {**http, "path": "/ready"}, "periodSeconds": 5, "failureThreshold": 3},
-            "livenessProbe": {"httpGet": {**http, "path": "/health"}, "periodSeconds": 10, "timeoutSeconds": 5,
+            "startupProbe": {"httpGet": {**http, "path": cmd.health_path}, "periodSeconds": 10,
+                             "failureThreshold": max(1, max(args.startup_timeout_s, cmd.startup_timeout_s) // 10)},
+            "readinessProbe": {"httpGet": {**http, "path": cmd.ready_path}, "periodSeconds": 5,
+                               "failureThreshold": 3},
+            "livenessProbe": {"httpGet": {**http, "path": cmd.health_path}, "periodSeconds": 10, "timeoutSeconds": 5,
                               "failureThreshold": 3},
             "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                 "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},

@@ -24,11 +24,14 @@ def check(
     """Validate FILE and print the derived plan. Exit 0 valid and fits, 1 does not fit, 2 invalid."""
     spec = load_spec(file)
     result = make_plan(spec.plan_request(), catalog.accelerator(spec.accelerator))
+    # Which engine serves it follows from the plan (serving.engine: auto) or is checked against it.
+    engine = spec.engine_choice(result) if result.fits else None
     if as_json:
-        emit_json({"spec": spec.model_dump(mode="json"), "plan": result.model_dump(mode="json")})
+        emit_json({"spec": spec.model_dump(mode="json"), "plan": result.model_dump(mode="json"),
+                   "engine": {"engine": engine.engine.value, "reason": engine.reason} if engine else None})
     else:
         info(f"{file}: valid deployment spec {spec.name!r} ({spec.environment.value})")
-        show_plan(result)
+        show_plan(result, engine)
     if not result.fits:
         info(f"{file}: the deployment does not fit: {result.reason}")
         raise typer.Exit(EXIT_FAILURE)

@@ -122,9 +122,11 @@ def test_example_inventory_groups_and_serving_flags(inventory: Path) -> None:
     assert set(hosts["serving_nodes"]["children"]) == {"nvidia_nodes", "ascend_nodes", "cpu_nodes"}
     deployment = yaml.safe_load((inventory / "group_vars/all/deployment.yml").read_text())["llmrack_deployment"]
     device = "cuda" if "a100" in inventory.name else "npu"
-    args = _filters()["llmrack_serving_args"](deployment, device, "/models/m")
-    flags = dict(zip(args[::2], args[1::2], strict=True))
-    assert flags["--device"] == device and flags["--dtype"] == "bfloat16"
+    command = _filters()["llmrack_serving_command"](deployment, device, "/models/m")
+    args = command["args"]
+    flags = dict(zip(args[1::2], args[2::2], strict=False)) if command["engine"] == "vllm" else \
+        dict(zip(args[::2], args[1::2], strict=True))
+    assert flags["--dtype"] == "bfloat16"
     assert flags["--max-num-seqs"] == str(deployment["serving"]["max_num_seqs"])
     assert flags["--max-model-len"] == str(deployment["serving"]["max_model_len"])
     assert _filters()["llmrack_devices_per_node"](deployment) == 8
@@ -136,7 +138,7 @@ def test_serving_flags_reject_a_bad_spec_with_llmrack_message() -> None:
     bad = {"name": "x", "environment": "prod", "model": {"name": "deepseek-r1-distill-qwen-7b", "source": "/m"},
            "accelerator": "a100-80g", "serving": {"max_model_len": 4096, "max_num_seqs": 8, "max_queu": 1}}
     with pytest.raises(AnsibleFilterError, match="did you mean 'max_queue'"):
-        _filters()["llmrack_serving_args"](bad, "cuda", "/models/m")
+        _filters()["llmrack_serving_command"](bad, "cuda", "/models/m")
 
 
 @pytest.mark.parametrize("playbook", ["site.yml", "serving.yml", "rollback.yml", "upgrade-driver.yml"])

@@ -15,17 +15,28 @@ from infra.components.serving import ModelVolume, ServingArgs
 from infra.components.static_fleet import StaticFleetArgs
 from infra.config import StackConfigError, canary_replicas
 from infra.instance_types import AWS_INSTANCE_TYPES
+from llmrack.contracts.serving_command import ServingCommand, ServingInputs, render
 from llmrack import catalog
 
 IMAGE = "registry.example/llmrack/serving@sha256:" + "b" * 64
 
 
+def _command(**changes: object) -> ServingCommand:
+    base: dict[str, object] = dict(
+        engine="auto", node="cuda", model_path="/models/m", served_model_name="m", weights_dtype="bf16",
+        kv_cache_dtype="bf16", tensor_parallel=2, pipeline_parallel=1, max_model_len=4096, max_num_seqs=8,
+        max_queue=16, port=8000, memory_utilization=0.9, kv_cache_bytes=1 << 30,
+    )
+    base.update(changes)
+    return render(ServingInputs(**base))  # type: ignore[arg-type]
+
+
 def _serving(**changes: object) -> ServingArgs:
     base: dict[str, object] = dict(
         deployment_name="d", environment="dev", namespace="llmrack", image=IMAGE, api_keys=["k"],
-        served_model_name="m", model_dir="m", model_volume=ModelVolume(kind="pvc"), vendor="nvidia",
-        k8s_resource="nvidia.com/gpu", tensor_parallel=2, replicas=2, weights_dtype="bf16", max_model_len=4096,
-        max_num_seqs=8, max_queue=16, port=8000, scan_results_dir=Path("/nonexistent"), allow_unscanned=True,
+        command=_command(), model_dir="m", model_volume=ModelVolume(kind="pvc"), vendor="nvidia",
+        k8s_resource="nvidia.com/gpu", tensor_parallel=2, replicas=2, scan_results_dir=Path("/nonexistent"),
+        allow_unscanned=True,
     )
     base.update(changes)
     return ServingArgs(**base)  # type: ignore[arg-type]
@@ -47,7 +58,8 @@ def _serving(**changes: object) -> ServingArgs:
     (lambda: AcceleratorStackArgs(accelerator="ascend-910b"), "ascend_device_plugin_image"),
     (lambda: AcceleratorStackArgs(accelerator="tpu-v5"), "AcceleratorStackArgs.accelerator"),
     (lambda: MonitoringArgs(serving_namespace="llmrack", vendor="amd", max_queue=1), "MonitoringArgs.vendor"),
-    (lambda: _serving(weights_dtype="int4"), "ServingArgs.weights_dtype"),
+    (lambda: _serving(command=_command(api_keys=False)), "ServingArgs.command"),
+    (lambda: _serving(vendor="amd"), "ServingArgs.vendor"),
     (lambda: _serving(service_type="LoadBalancer"), "ServingArgs.allowlist"),
     (lambda: _serving(image="registry.example/llmrack/serving:1.0"), "ServingArgs.image"),
     (lambda: _serving(allow_unscanned=False), "has not been scanned"),

@@ -63,8 +63,10 @@ def test_serving_deployments_follow_the_plan_and_the_rules(stack: str, scan_resu
         assert container["resources"]["limits"] == {acc.k8s_resource: str(expected.tensor_parallel)}
         shm = [m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
         assert bool(shm) == (expected.tensor_parallel > 1)
+        engine = "vllm" if expected.tensor_parallel * expected.pipeline_parallel > 1 else "llmrack"
+        assert container["command"] == (["vllm", "serve"] if engine == "vllm" else ["python", "-m", "serving"])
         assert container["startupProbe"]["httpGet"]["path"] == "/health"
-        assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+        assert container["readinessProbe"]["httpGet"]["path"] == ("/health" if engine == "vllm" else "/ready")
         assert container["livenessProbe"]["httpGet"]["path"] == "/health"
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert pod["securityContext"]["runAsNonRoot"] is True
