@@ -4,8 +4,9 @@ Everything here is arithmetic over the catalogs (llmrack.catalog) and the archit
 (llmrack.arch); the assumptions are module constants with the reason for their value, and
 docs/planning.md explains the model. No figure is measured here: bounds are bounds.
 
-Memory per device  = weights / (TP x PP) + runtime overhead + activation workspace + KV cache,
-                     all within `memory_utilization` x device memory (vLLM's --gpu-memory-utilization).
+Memory per device  = weights / (TP x PP) + runtime overhead + activation workspace + KV cache + headroom,
+                     all within `memory_utilization` x device memory (vLLM's --gpu-memory-utilization);
+                     the headroom (default 20 %) is kept unused for growth.
 Decode upper bound = batch / max(bytes read per step / HBM bandwidth, FLOPs per step / peak FLOPS).
 Prefill lower bound = prompt FLOPs / (TP x peak FLOPS x MFU).
 """
@@ -36,6 +37,9 @@ DEFAULT_MFU = 0.5  # a well-tuned prefill reaches 40-60 % of peak on large GEMMs
 DEFAULT_MEMORY_UTILIZATION = 0.90
 DEFAULT_AMORTIZATION_YEARS = 3.0
 DEFAULT_MAX_NODES = 16
+# The DeepSeek private-deployment selection guide (2025-09-15) advises keeping 20 % of the hardware in reserve for
+# growth: the plan holds that share of usable memory and of the throughput target unused.
+DEFAULT_HEADROOM = 0.2
 HOURS_PER_YEAR = 24 * 365
 # Tensor parallel degrees worth running: collectives are tuned for powers of two within a node.
 TP_CANDIDATES = (1, 2, 4, 8, 16)
@@ -57,6 +61,8 @@ class PlanRequest:
     mfu: float = DEFAULT_MFU
     amortization_years: float = DEFAULT_AMORTIZATION_YEARS
     prices_usd: dict[str, float] = field(default_factory=dict)  # overrides of catalog list prices
+    headroom: float = DEFAULT_HEADROOM  # share of usable memory and of the throughput target kept unused
+    target_tokens_per_s: float | None = None  # decode throughput the deployment must deliver, all replicas
 
     def __post_init__(self) -> None:
         checks = [
@@ -69,6 +75,9 @@ class PlanRequest:
             (self.max_nodes >= 1, f"max nodes must be at least 1, got {self.max_nodes}"),
             (self.tensor_parallel is None or self.tensor_parallel >= 1,
              f"tensor parallel must be 'auto' or at least 1, got {self.tensor_parallel}"),
+            (0 <= self.headroom <= 0.9, f"headroom must be between 0 and 0.9, got {self.headroom}"),
+            (self.target_tokens_per_s is None or self.target_tokens_per_s > 0,
+             f"target tokens/s must be positive, got {self.target_tokens_per_s}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -84,6 +93,7 @@ class MemoryPerDevice(BaseModel):
     runtime_overhead_bytes: int
     activation_workspace_bytes: int
     kv_cache_budget_bytes: int
+    headroom_bytes: int = 0  # kept unused (0 when the plan only fits by eating it)
 
 
 class Cost(BaseModel):
@@ -138,6 +148,10 @@ class Plan(BaseModel):
     prompt_tokens: int
     mfu: float
     cost: Cost
+    headroom: float  # the share asked to be kept unused
+    within_headroom: bool  # False: it only fits (or meets the target) by eating the headroom
+    target_tokens_per_s: float | None
+    decode_tokens_per_s_within_headroom: float  # the decode bound with the headroom kept unused
     warnings: list[str]
     reason: str | None = None  # why it does not fit, when fits is false
 
@@ -173,17 +187,20 @@ def _activation_workspace(arch: ModelArch, tp: int, context: int, sequences: int
     return int(tokens * per_token * ACTIVATION_BYTES + sequences * arch.vocab_size * LOGITS_BYTES / tp)
 
 
-def _memory(req: PlanRequest, acc: Accelerator, layout: _Layout, kv: KVCacheDType) -> MemoryPerDevice:
+def _memory(req: PlanRequest, acc: Accelerator, layout: _Layout, kv: KVCacheDType,
+            keep_headroom: bool = True) -> MemoryPerDevice:
     usable = int(acc.memory_bytes * req.memory_utilization)
     weights = math.ceil(_weights_bytes(req.arch, req.weights_dtype) / layout.devices)
     overhead = RUNTIME_OVERHEAD_BYTES + (COLLECTIVE_BUFFERS_BYTES if layout.devices > 1 else 0)
     workspace = _activation_workspace(req.arch, layout.tp, req.context, req.concurrency)
+    reserve = int(usable * req.headroom) if keep_headroom else 0
     return MemoryPerDevice(
         usable_bytes=usable,
         weights_bytes=weights,
         runtime_overhead_bytes=overhead,
         activation_workspace_bytes=workspace,
-        kv_cache_budget_bytes=usable - weights - overhead - workspace,
+        kv_cache_budget_bytes=usable - reserve - weights - overhead - workspace,
+        headroom_bytes=reserve,
     )
 
 
@@ -249,6 +266,31 @@ def _nodes(acc: Accelerator, layout: _Layout, replicas: int) -> int:
     return replicas * layout.pp
 
 
+def _headroom_warnings(req: PlanRequest, acc: Accelerator, layout: _Layout, kv: KVCacheDType, keep: bool,
+                       decode_total: float, per_replica: float) -> list[str]:
+    out: list[str] = []
+    share = f"{req.headroom:.0%}"
+    if not keep:
+        mem = _memory(req, acc, layout, kv, keep_headroom=True)
+        need = _kv_per_token_per_device(req, layout, kv) * req.context * req.concurrency / GIB
+        out.append(
+            f"fits only by eating the {share} headroom: {req.concurrency} sequences of {req.context} tokens need "
+            f"{need:.1f} GiB of KV cache per device, {max(mem.kv_cache_budget_bytes, 0) / GIB:.1f} GiB are left "
+            f"when {mem.headroom_bytes / GIB:.1f} GiB are kept unused; allow more nodes, use a larger part, "
+            "shorten the context or lower the concurrency to keep it"
+        )
+    target = req.target_tokens_per_s
+    if target is not None and decode_total * (1 - req.headroom) < target:
+        needed = math.ceil(target / (per_replica * (1 - req.headroom))) if per_replica else 0
+        if decode_total >= target:
+            out.append(f"meets the {target:g} tok/s target only by eating the {share} headroom (decode upper bound "
+                       f"{decode_total:,.0f} tok/s): {needed} replicas keep it")
+        else:
+            out.append(f"the decode upper bound {decode_total:,.0f} tok/s is below the {target:g} tok/s target: "
+                       f"{needed} replicas reach it with the {share} headroom kept")
+    return out
+
+
 def _warnings(req: PlanRequest, acc: Accelerator, layout: _Layout, kv: KVCacheDType, max_seqs: int) -> list[str]:
     arch = req.arch
     out: list[str] = []
@@ -285,10 +327,11 @@ def _warnings(req: PlanRequest, acc: Accelerator, layout: _Layout, kv: KVCacheDT
     return out
 
 
-def _build(req: PlanRequest, acc: Accelerator, layout: _Layout, fits: bool, reason: str | None) -> Plan:
+def _build(req: PlanRequest, acc: Accelerator, layout: _Layout, fits: bool, reason: str | None,
+           keep_headroom: bool = True) -> Plan:
     arch = req.arch
     kv = resolve_kv_dtype(req.kv_cache_dtype, req.weights_dtype)
-    mem = _memory(req, acc, layout, kv)
+    mem = _memory(req, acc, layout, kv, keep_headroom)
     max_seqs = _max_sequences(req, mem, layout, kv)
     batch = max(1, min(req.concurrency, max_seqs))
     step = _decode_step_seconds(req, acc, layout, kv, batch)
@@ -298,6 +341,8 @@ def _build(req: PlanRequest, acc: Accelerator, layout: _Layout, fits: bool, reas
     count = layout.devices * req.replicas
     price = req.prices_usd.get(acc.name, acc.price_usd)
     per_hour = count * price / (req.amortization_years * HOURS_PER_YEAR)
+    headroom_notes = _headroom_warnings(req, acc, layout, kv, keep_headroom, decode_total,
+                                        batch / step) if fits else []
     return Plan(
         model=ModelSummary(
             name=req.model_name,
@@ -344,7 +389,11 @@ def _build(req: PlanRequest, acc: Accelerator, layout: _Layout, fits: bool, reas
             usd_per_hour=round(per_hour, 3),
             usd_per_million_tokens=round(per_hour / (decode_total * 3600) * 1e6, 4) if decode_total else None,
         ),
-        warnings=_warnings(req, acc, layout, kv, max_seqs) if fits else [],
+        headroom=req.headroom,
+        within_headroom=fits and not headroom_notes,
+        target_tokens_per_s=req.target_tokens_per_s,
+        decode_tokens_per_s_within_headroom=round(decode_total * (1 - req.headroom), 1),
+        warnings=headroom_notes + (_warnings(req, acc, layout, kv, max_seqs) if fits else []),
         reason=reason,
     )
 
@@ -364,24 +413,27 @@ def plan(req: PlanRequest, acc: Accelerator) -> Plan:
     """The smallest deployment of `req` on `acc`.
 
     Smallest means fewest accelerators per replica that hold the weights and `concurrency`
-    sequences at `context`; when no layout up to `max_nodes` holds that many, the smallest that
-    holds one sequence (with a warning). When nothing fits, the plan has fits=false and a reason.
+    sequences at `context` with the headroom kept unused; failing that, the smallest that holds them
+    by eating the headroom (with a warning); failing that, the smallest that holds one sequence
+    (with a warning). When nothing fits, the plan has fits=false and a reason.
     """
     layouts = _layouts(req, acc)
     if not layouts:
         return _build(req, acc, _Layout(req.tensor_parallel or 1, 1), False, _no_layout_reason(req, acc))
     kv = resolve_kv_dtype(req.kv_cache_dtype, req.weights_dtype)
-    holding: list[_Layout] = []
-    for layout in layouts:
-        seqs = _max_sequences(req, _memory(req, acc, layout, kv), layout, kv)
-        if seqs >= req.concurrency:
-            return _build(req, acc, layout, True, None)
-        if seqs >= 1:
-            holding.append(layout)
-    if holding:
-        return _build(req, acc, holding[0], True, None)
+    holding: dict[bool, list[_Layout]] = {True: [], False: []}
+    for keep in (True, False):
+        for layout in layouts:
+            seqs = _max_sequences(req, _memory(req, acc, layout, kv, keep), layout, kv)
+            if seqs >= req.concurrency:
+                return _build(req, acc, layout, True, None, keep)
+            if seqs >= 1:
+                holding[keep].append(layout)
+    for keep in (True, False):
+        if holding[keep]:
+            return _build(req, acc, holding[keep][0], True, None, keep)
     largest = layouts[-1]
-    mem = _memory(req, acc, largest, kv)
+    mem = _memory(req, acc, largest, kv, keep_headroom=False)
     gib = 1 / GIB
     tried = f"the largest layout tried (TP {largest.tp} x PP {largest.pp} = {largest.devices} x {acc.name}, " \
             f"max nodes {req.max_nodes})"
@@ -395,7 +447,7 @@ def plan(req: PlanRequest, acc: Accelerator) -> Plan:
     else:
         left = f"{fixed} leave {budget_gib:.2f} GiB for the KV cache, and {one_seq}"
     reason = f"on {tried}, {left}: use a smaller weight format, a shorter context, or allow more nodes"
-    return _build(req, acc, largest, False, reason)
+    return _build(req, acc, largest, False, reason, keep_headroom=False)
 
 
 def plan_or_raise(req: PlanRequest, acc: Accelerator) -> Plan:

@@ -17,12 +17,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from llmrack import catalog
 from llmrack.arch import ModelArch, load_config_file
-from llmrack.contracts.serving_command import Engine, EngineChoice, ServingCommandError, choose_engine
 from llmrack.contracts.serving_defaults import MAX_MODEL_LEN, MAX_NUM_SEQS, MAX_QUEUE, PORT
 from llmrack.dtypes import KVCacheDType, WeightsDType
 from llmrack.errors import NotFoundError, UsageError
 from llmrack.observe.canary import CanaryThresholds
-from llmrack.plan import DEFAULT_AMORTIZATION_YEARS, DEFAULT_MAX_NODES, DEFAULT_MEMORY_UTILIZATION, Plan, PlanRequest
+from llmrack.plan import (
+    DEFAULT_AMORTIZATION_YEARS,
+    DEFAULT_HEADROOM,
+    DEFAULT_MAX_NODES,
+    DEFAULT_MEMORY_UTILIZATION,
+    PlanRequest,
+)
+from llmrack.validation.acceptance import ValidationSpec
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
@@ -77,8 +83,6 @@ class ServingSpec(_Strict):
     memory_utilization: float = Field(DEFAULT_MEMORY_UTILIZATION, ge=0.1, le=0.99)
     max_queue: int = MAX_QUEUE.field()
     port: int = PORT.field()
-    engine: Engine = Field(Engine.auto, description="llmrack (one device), vllm (TP/PP), or auto: llmrack when the "
-                           "plan fits one device, vllm otherwise")
 
 
     @field_validator("tensor_parallel", mode="before")
@@ -95,6 +99,12 @@ class ImagesSpec(_Strict):
     )
 
 
+class PlanningSpec(_Strict):
+    headroom: float = Field(DEFAULT_HEADROOM, ge=0, le=0.9, description="share of memory and of the throughput "
+                            "target kept unused (the DeepSeek private-deployment selection guide's 20 %)")
+    target_tokens_per_s: float | None = Field(None, gt=0, description="decode throughput to deliver, all replicas")
+
+
 class CostsSpec(_Strict):
     accelerator_price_usd: float | None = Field(None, gt=0, description="overrides the catalog list price")
     amortization_years: float = Field(DEFAULT_AMORTIZATION_YEARS, gt=0, le=10)
@@ -109,6 +119,8 @@ class DeploymentSpec(_Strict):
     serving: ServingSpec
     images: ImagesSpec = ImagesSpec()
     costs: CostsSpec = CostsSpec()
+    planning: PlanningSpec = PlanningSpec()
+    validation: ValidationSpec = ValidationSpec()
     canary: CanaryThresholds = CanaryThresholds()
 
     @field_validator("accelerator")
@@ -140,13 +152,6 @@ class DeploymentSpec(_Strict):
         assert self.model.name is not None
         return catalog.model(self.model.name).arch
 
-    def engine_choice(self, plan: Plan) -> EngineChoice:
-        """Which engine serves this deployment on `plan`, and why; a SpecError names the key to change."""
-        try:
-            return choose_engine(self.serving.engine, plan.tensor_parallel, plan.pipeline_parallel)
-        except ServingCommandError as exc:
-            raise SpecError(f"invalid deployment spec:\n  {exc}") from None
-
     def plan_request(self) -> PlanRequest:
         prices = {}
         if self.costs.accelerator_price_usd is not None:
@@ -165,6 +170,8 @@ class DeploymentSpec(_Strict):
             max_nodes=self.nodes,
             amortization_years=self.costs.amortization_years,
             prices_usd=prices,
+            headroom=self.planning.headroom,
+            target_tokens_per_s=self.planning.target_tokens_per_s,
         )
 
 
@@ -230,11 +237,6 @@ def _check_against_model(spec: DeploymentSpec, where: str) -> None:
     if tp == "auto":
         return
     problems = []
-    if tp > 1 and spec.serving.engine is Engine.llmrack:
-        problems.append(
-            f"serving.engine: llmrack serves one device, but serving.tensor_parallel is {tp}: set serving.engine "
-            "to vllm (or auto), or serving.tensor_parallel to 1"
-        )
     if problem := arch.tensor_parallel_problem(tp):
         problems.append(f"serving.tensor_parallel: {tp} is not valid: {problem} of {spec.model.label}")
     per_node = catalog.accelerator(spec.accelerator).devices_per_node

@@ -12,7 +12,14 @@ from llmrack.cli.output import emit_json, info
 from llmrack.cli.render import show_comparison, show_plan
 from llmrack.dtypes import KVCacheDType, WeightsDType
 from llmrack.errors import EXIT_FAILURE, UsageError
-from llmrack.plan import DEFAULT_MAX_NODES, DEFAULT_MEMORY_UTILIZATION, DEFAULT_MFU, PlanRequest, compare
+from llmrack.plan import (
+    DEFAULT_HEADROOM,
+    DEFAULT_MAX_NODES,
+    DEFAULT_MEMORY_UTILIZATION,
+    DEFAULT_MFU,
+    PlanRequest,
+    compare,
+)
 from llmrack.plan import plan as make_plan
 
 
@@ -54,6 +61,10 @@ def plan(
     prompt_tokens: int = typer.Option(None, "--prompt-tokens", help="prompt length for the prefill bound"),
     mfu: float = typer.Option(DEFAULT_MFU, "--mfu", help="model FLOPs utilisation assumed for prefill"),
     price: list[str] = typer.Option([], "--price", help="override a list price: NAME=USD (repeatable)"),
+    headroom: float = typer.Option(DEFAULT_HEADROOM, "--headroom",
+                                   help="share of memory and of the throughput target kept unused (the "
+                                        "DeepSeek private-deployment selection guide's 20 %)"),
+    target: float = typer.Option(None, "--target-tokens-per-s", help="decode throughput to deliver, all replicas"),
     as_json: bool = typer.Option(False, "--json", help="print JSON (an object, or a list when comparing)"),
 ) -> None:
     """Size a deployment: accelerators, tensor/pipeline parallelism, memory, speed bounds and cost.
@@ -77,6 +88,8 @@ def plan(
         prompt_tokens=prompt_tokens,
         mfu=mfu,
         prices_usd=_prices(price),
+        headroom=headroom,
+        target_tokens_per_s=target,
     )
     if accelerator is None:
         plans = compare(request)

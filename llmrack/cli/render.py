@@ -37,7 +37,11 @@ def show_plan(p: Plan, engine: EngineChoice | None = None) -> None:
         ("engine", f"{engine.engine.value} ({engine.reason})"),
         ("per device", f"{_gib(mem.usable_bytes)} usable = {_gib(mem.weights_bytes)} weights + "
                        f"{_gib(mem.runtime_overhead_bytes)} runtime + {_gib(mem.activation_workspace_bytes)} "
-                       f"activations + {_gib(mem.kv_cache_budget_bytes)} KV"),
+                       f"activations + {_gib(mem.kv_cache_budget_bytes)} KV + {_gib(mem.headroom_bytes)} headroom"),
+        ("headroom", f"{p.headroom:.0%} of memory and of the throughput target: "
+                     + ("kept unused" if p.within_headroom else "[yellow]eaten, see the warnings[/yellow]")
+                     + f"; decode <= {p.decode_tokens_per_s_within_headroom:,.0f} tok/s within it"
+                     + (f", target {p.target_tokens_per_s:,.0f} tok/s" if p.target_tokens_per_s else "")),
         ("sequences", f"{p.max_concurrent_sequences} at {p.context} tokens per replica (asked {p.concurrency})"),
         ("decode", f"<= {p.decode_tokens_per_s_upper_bound:,.0f} tok/s in total, "
                    f"<= {p.decode_tokens_per_s_per_sequence_upper_bound:,.1f} tok/s per sequence"),
@@ -75,6 +79,8 @@ def show_comparison(plans: list[Plan]) -> None:
             notes.append("does not fit")
         elif p.max_concurrent_sequences < p.concurrency:
             notes.append(f"holds {p.max_concurrent_sequences} seqs")
+        if p.fits and not p.within_headroom:
+            notes.append("eats headroom")
         if any("FP8 tensor cores" in w for w in p.warnings):
             notes.append("no FP8 units")
         if any("over PCIe" in w for w in p.warnings):

@@ -50,10 +50,43 @@ def test_int8_halves_weight_memory_against_fp16():
 
 # --- rules ---------------------------------------------------------------------------------------
 def test_smallest_layout_that_holds_the_concurrency_is_chosen():
-    one = on("deepseek-r1-distill-qwen-32b", "a100-80g", context=8192, concurrency=2)
+    one = on("deepseek-r1-distill-qwen-32b", "a100-80g", context=8192, concurrency=2, headroom=0)
     many = on("deepseek-r1-distill-qwen-32b", "a100-80g", context=8192, concurrency=128)
     assert one.count == 1 and one.max_concurrent_sequences >= 2
     assert many.count > 1 and many.max_concurrent_sequences >= 128
+
+
+def test_headroom_is_kept_unused_and_moves_to_a_larger_layout():
+    """61 GiB of BF16 weights fit one A100-80G (72 GiB usable) only without the guide's 20 % reserve."""
+    kept = on("deepseek-r1-distill-qwen-32b", "a100-80g", context=8192, concurrency=2)
+    assert kept.headroom == 0.2 and kept.within_headroom and kept.count == 2
+    mem = kept.memory_per_device
+    assert mem.headroom_bytes == int(mem.usable_bytes * 0.2)
+    assert mem.weights_bytes + mem.runtime_overhead_bytes + mem.activation_workspace_bytes + \
+        mem.kv_cache_budget_bytes + mem.headroom_bytes == mem.usable_bytes
+    assert kept.decode_tokens_per_s_within_headroom == pytest.approx(kept.decode_tokens_per_s_upper_bound * 0.8,
+                                                                     abs=0.1)
+    assert not any("headroom" in w for w in kept.warnings)
+
+
+def test_fitting_only_by_eating_the_headroom_warns():
+    eaten = on("deepseek-r1-distill-qwen-32b", "a100-80g", context=8192, concurrency=2, max_nodes=1,
+               tensor_parallel=1)
+    assert eaten.fits and eaten.count == 1 and not eaten.within_headroom
+    assert eaten.memory_per_device.headroom_bytes == 0
+    assert any(w.startswith("fits only by eating the 20% headroom") for w in eaten.warnings)
+
+
+def test_throughput_target_with_headroom():
+    base = on("deepseek-r1-distill-qwen-7b", "h100", context=4096, concurrency=16)
+    bound = base.decode_tokens_per_s_upper_bound
+    ok = on("deepseek-r1-distill-qwen-7b", "h100", context=4096, concurrency=16, target_tokens_per_s=bound * 0.5)
+    assert ok.within_headroom and not any("target" in w for w in ok.warnings)
+    tight = on("deepseek-r1-distill-qwen-7b", "h100", context=4096, concurrency=16, target_tokens_per_s=bound * 0.9)
+    assert not tight.within_headroom
+    assert any("only by eating the 20% headroom" in w and "2 replicas keep it" in w for w in tight.warnings)
+    short = on("deepseek-r1-distill-qwen-7b", "h100", context=4096, concurrency=16, target_tokens_per_s=bound * 2)
+    assert any("below the" in w and "3 replicas reach it" in w for w in short.warnings)
 
 
 def test_short_of_sequences_warns_when_nothing_holds_them():
@@ -102,9 +135,8 @@ def test_ascend_output_says_figures_are_estimates():
 def test_memory_budget_adds_up():
     p = on("deepseek-r1-distill-llama-8b", "h100", context=8192, concurrency=32)
     m = p.memory_per_device
-    assert m.weights_bytes + m.runtime_overhead_bytes + m.activation_workspace_bytes + m.kv_cache_budget_bytes == (
-        m.usable_bytes
-    )
+    assert m.weights_bytes + m.runtime_overhead_bytes + m.activation_workspace_bytes + m.kv_cache_budget_bytes + (
+        m.headroom_bytes) == m.usable_bytes
     assert m.activation_workspace_bytes > 100 * 2**20  # estimated, not ignored
     assert p.kv_cache_bytes == p.kv_cache_bytes_per_token * 8192 * 32
 
@@ -162,7 +194,8 @@ def test_plan_or_raise():
 @pytest.mark.parametrize(
     ("kw", "message"),
     [({"context": 0}, "context"), ({"concurrency": 0}, "concurrency"), ({"memory_utilization": 1.5}, "memory"),
-     ({"prices_usd": {"h100": -1}}, "positive")],
+     ({"prices_usd": {"h100": -1}}, "positive"), ({"headroom": 0.95}, "headroom"),
+     ({"target_tokens_per_s": 0}, "target")],
 )
 def test_bad_requests(kw, message):
     with pytest.raises(UsageError, match=message):
