@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from llmrack import catalog
 from llmrack.arch import ModelArch, load_config_file
+from llmrack.contracts.serving_command import Engine, EngineChoice, ServingCommandError, choose_engine
 from llmrack.contracts.serving_defaults import MAX_MODEL_LEN, MAX_NUM_SEQS, MAX_QUEUE, PORT
 from llmrack.dtypes import KVCacheDType, WeightsDType
 from llmrack.errors import NotFoundError, UsageError
@@ -26,6 +27,7 @@ from llmrack.plan import (
     DEFAULT_HEADROOM,
     DEFAULT_MAX_NODES,
     DEFAULT_MEMORY_UTILIZATION,
+    Plan,
     PlanRequest,
 )
 from llmrack.validation.acceptance import ValidationSpec
@@ -83,6 +85,8 @@ class ServingSpec(_Strict):
     memory_utilization: float = Field(DEFAULT_MEMORY_UTILIZATION, ge=0.1, le=0.99)
     max_queue: int = MAX_QUEUE.field()
     port: int = PORT.field()
+    engine: Engine = Field(Engine.auto, description="llmrack (one device), vllm (TP/PP), or auto: llmrack when the "
+                           "plan fits one device, vllm otherwise")
 
 
     @field_validator("tensor_parallel", mode="before")
@@ -151,6 +155,13 @@ class DeploymentSpec(_Strict):
             return load_config_file(self.model.config)
         assert self.model.name is not None
         return catalog.model(self.model.name).arch
+
+    def engine_choice(self, plan: Plan) -> EngineChoice:
+        """Which engine serves this deployment on `plan`, and why; a SpecError names the key to change."""
+        try:
+            return choose_engine(self.serving.engine, plan.tensor_parallel, plan.pipeline_parallel)
+        except ServingCommandError as exc:
+            raise SpecError(f"invalid deployment spec:\n  {exc}") from None
 
     def plan_request(self) -> PlanRequest:
         prices = {}
@@ -237,6 +248,11 @@ def _check_against_model(spec: DeploymentSpec, where: str) -> None:
     if tp == "auto":
         return
     problems = []
+    if tp > 1 and spec.serving.engine is Engine.llmrack:
+        problems.append(
+            f"serving.engine: llmrack serves one device, but serving.tensor_parallel is {tp}: set serving.engine "
+            "to vllm (or auto), or serving.tensor_parallel to 1"
+        )
     if problem := arch.tensor_parallel_problem(tp):
         problems.append(f"serving.tensor_parallel: {tp} is not valid: {problem} of {spec.model.label}")
     per_node = catalog.accelerator(spec.accelerator).devices_per_node
