@@ -4,6 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Progress: each step says what it does and how long it took, so a first run (minutes) never looks hung.
+SETUP_START=$SECONDS
+STEP_START=$SECONDS
+step() {  # step N/TOTAL "what"
+  STEP_START=$SECONDS
+  echo "setup: [$1] $2" >&2
+}
+done_step() {
+  echo "setup:       done in $((SECONDS - STEP_START)) s" >&2
+}
+
 APT_PACKAGES=(python3 python3-venv python3-dev git make curl ca-certificates)
 # The lab (llmrack lab): podman nodes built with debootstrap, run with runc; ssh to reach them.
 APT_PACKAGES+=(podman buildah skopeo debootstrap runc openssh-client xz-utils)
@@ -11,6 +22,7 @@ APT_PACKAGES+=(podman buildah skopeo debootstrap runc openssh-client xz-utils)
 APT_PACKAGES+=(podman buildah skopeo debootstrap runc)
 APT_PACKAGES+=(chromium)  # headless browser: the validation report test looks at report.html
 
+step 1/3 "Debian packages (apt): podman, buildah, debootstrap, chromium, ..."
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
@@ -24,6 +36,9 @@ if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  done_step
+else
+  echo "setup:       all present" >&2
 fi
 
 PYTHON=${PYTHON:-python3}
@@ -32,10 +47,16 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 stamp=.venv/.llmrack-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+  step 2/3 "Python: pip and torch ${TORCH_VERSION:-2.13.0} (CPU build) into .venv"
   .venv/bin/pip install -q --upgrade pip
   # torch first and pinned: an open range would make pip resolve a multi-GB CUDA build on a CPU box.
   .venv/bin/pip install -q "torch==${TORCH_VERSION:-2.13.0}"
+  done_step
+  step 3/3 "Python: llmrack with its serving, dev and infra extras (ansible, pulumi SDKs, transformers, ...)"
   .venv/bin/pip install -q -e ".[serving,dev,infra]"
   touch "$stamp"
+  done_step
+else
+  echo "setup: [2-3/3] Python packages: .venv is up to date with pyproject.toml" >&2
 fi
-echo "setup: ready (.venv)" >&2
+echo "setup: ready (.venv) in $((SECONDS - SETUP_START)) s" >&2
