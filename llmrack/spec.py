@@ -21,6 +21,8 @@ from llmrack.contracts.serving_command import Engine, EngineChoice, ServingComma
 from llmrack.contracts.serving_defaults import MAX_MODEL_LEN, MAX_NUM_SEQS, MAX_QUEUE, PORT
 from llmrack.dtypes import KVCacheDType, WeightsDType
 from llmrack.errors import NotFoundError, UsageError
+from llmrack.models.errors import ModelError
+from llmrack.models.sources import parse_source
 from llmrack.observe.canary import CanaryThresholds
 from llmrack.plan import (
     DEFAULT_AMORTIZATION_YEARS,
@@ -53,10 +55,22 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     config: Path | None = Field(None, description="path to a Hugging Face config.json, relative to the spec file")
     name: str | None = Field(None, description="catalog model name (llmrack catalog models), or a label with config")
-    source: str = Field(description="where the weights live: a local directory or a mirror URL")
+    source: str = Field(description="where the weights live: oci:// or oci+http:// (a registry), an http(s) "
+                        "mirror or a directory (docs/models.md)")
+    version: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", description="model version to serve: "
+                                "the sha256 of its llmrack-model.json (llmrack model push prints it)")
     served_name: str | None = Field(None, description="model name the API answers to; default: name")
     weights_dtype: WeightsDType = WeightsDType.bf16
     kv_cache_dtype: KVCacheDType = KVCacheDType.auto
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        try:
+            parse_source(value)
+        except ModelError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("name")
     @classmethod

@@ -21,6 +21,7 @@ APT_PACKAGES+=(podman buildah skopeo debootstrap runc openssh-client xz-utils)
 # Images (llmrack image build / scan tests): podman builds offline on a debootstrapped Debian base.
 APT_PACKAGES+=(podman buildah skopeo debootstrap runc)
 APT_PACKAGES+=(chromium)  # headless browser: the validation report test looks at report.html
+APT_PACKAGES+=(docker-registry)  # the lab's registry for model versions (llmrack.lab.registry runs its own)
 
 step 1/3 "Debian packages (apt): podman, buildah, debootstrap, chromium, ..."
 need_apt=()
@@ -39,6 +40,11 @@ if ((${#need_apt[@]})); then
   done_step
 else
   echo "setup:       all present" >&2
+fi
+
+# The lab starts a registry of its own per lab; Debian's package would also run one on :5000 on a systemd host.
+if [[ -d /run/systemd/system ]] && systemctl is-enabled --quiet docker-registry 2>/dev/null; then
+  systemctl disable --now docker-registry
 fi
 
 PYTHON=${PYTHON:-python3}

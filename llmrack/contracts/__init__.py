@@ -9,4 +9,5 @@ any part (the serving layer, the Pulumi program, Ansible filter plugins, the lab
 - alerts            alert thresholds and the Prometheus rules built from them
 - scan_results      where an image's scan verdict is recorded and what the record holds
 - serving_defaults  the serving limits' defaults and bounds, shared by the spec and the server
+- model_manifest    what a model version is (files, sizes, sha256; its digest), in a registry and on a node
 """
