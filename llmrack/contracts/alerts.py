@@ -7,6 +7,13 @@
                                       5 minutes: new requests are about to get 429
     TTFT_P95_SECONDS           5      p95 time to first token above it for 10 minutes
     EXPORTER_STALE_SECONDS     120    accelerator textfile metrics older than this
+    PROMPT_LENGTH_SHIFT_RATIO  1.5    mean prompt tokens per request over the last hour more than 1.5 x (or less
+                                      than 1/1.5 x) the day before, for 30 minutes: the traffic changed shape
+                                      (`llmrack drift` gives the PSI per histogram); not a quality signal
+    (gateway)                  0      no serving node left behind the gateway (HAProxy's active servers)
+
+vLLM serves under its own metric names (vllm:*): the group llmrack-engine-vllm records them under llmrack's,
+so the rules below, the dashboards and the autoscaler work for both engines (`vllm_recording_rules`).
 
 One rule file, infra/monitoring/alerts.yml, is generated from `shared_rules()` (`python -m llmrack.contracts.alerts
 > infra/monitoring/alerts.yml`; a test fails when the file and this module differ). The Pulumi monitoring
@@ -23,17 +30,27 @@ llmrack.contracts.metrics'.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
 import yaml
 
-from llmrack.contracts.metrics import TIME_TO_FIRST_TOKEN
+from llmrack.contracts.metrics import (
+    REQUEST_PROMPT_TOKENS,
+    TIME_TO_FIRST_TOKEN,
+    VLLM_EQUIVALENTS,
+    VLLM_REQUEST_PROMPT_TOKENS,
+    vllm_series,
+)
 
 ACCELERATOR_TEMP_CELSIUS = 85
 QUEUE_RATIO = 0.8
 TTFT_P95_SECONDS = 5
 EXPORTER_STALE_SECONDS = 120
+PROMPT_LENGTH_SHIFT_RATIO = 1.5
+# The gateway role's HAProxy backend (ansible/roles/gateway/vars/main.yml).
+GATEWAY_BACKEND = "llmrack_serving"
 
 QUEUE_ALERT_FOR = "5m"
 RULES_FILE_HEADER = """\
@@ -94,8 +111,39 @@ def shared_rules() -> dict[str, Any]:
               "Serving pod {{ $labels.pod }} does not answer /metrics",
               "The pod is down or not ready; see `kubectl describe pod` and the serving logs.", "5m"),
     ]
+    shift = math.log(PROMPT_LENGTH_SHIFT_RATIO)
+    serving.append(_rule(
+        "LlmrackPromptLengthShift",
+        f"abs(ln({_mean_prompt_tokens('1h')} / {_mean_prompt_tokens('1d', '1h')})) > {shift:.4f}",
+        "warning", f"Mean prompt length moved more than {PROMPT_LENGTH_SHIFT_RATIO:g}x against the day before",
+        "The traffic changed shape (longer or shorter prompts): expect other latency, KV-cache use and capacity. "
+        "`llmrack drift` shows the PSI per histogram. This says nothing about answer quality.", "30m"))
+    gateway = [
+        _rule("LlmrackGatewayNoBackend", f'haproxy_backend_active_servers{{proxy="{GATEWAY_BACKEND}"}} == 0',
+              "critical", "The gateway on {{ $labels.node }} has no serving node to send requests to",
+              "Every node fails its /ready check or is in maintenance: clients get 503. Check the nodes' serving "
+              "units and a rollout that may have stopped half way.", "1m"),
+    ]
     return {"groups": [{"name": "llmrack-accelerators", "rules": accelerators},
-                       {"name": "llmrack-serving", "rules": serving}]}
+                       {"name": "llmrack-engine-vllm", "rules": vllm_recording_rules()},
+                       {"name": "llmrack-serving", "rules": serving},
+                       {"name": "llmrack-gateway", "rules": gateway}]}
+
+
+def _mean_prompt_tokens(window: str, offset: str | None = None) -> str:
+    """Mean prompt tokens per request over `window`, for either engine's histogram."""
+    names = f'{{__name__=~"{REQUEST_PROMPT_TOKENS}_%s|{VLLM_REQUEST_PROMPT_TOKENS}_%s"}}'
+    shift = f" offset {offset}" if offset else ""
+    return (f"(sum(rate({names % ('sum', 'sum')}[{window}]{shift})) / "
+            f"sum(rate({names % ('count', 'count')}[{window}]{shift})))")
+
+
+def vllm_recording_rules() -> list[dict[str, Any]]:
+    """vLLM's serving series recorded under llmrack's names (llmrack.contracts.metrics.VLLM_EQUIVALENTS), labels
+    kept: every rule, dashboard and the autoscaler's queue metric written against llmrack_* then covers both
+    engines. A node runs one engine, so a recorded series never meets an llmrack one with the same labels."""
+    return [{"record": ours, "expr": theirs}
+            for name in VLLM_EQUIVALENTS for ours, theirs in vllm_series(name)]
 
 
 def render_shared_rules() -> str:
