@@ -32,6 +32,7 @@ import sys
 from typing import Any
 
 import yaml
+
 from llmrack.contracts.metrics import (
     REQUEST_PROMPT_TOKENS,
     TIME_TO_FIRST_TOKEN,
