@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
 from llmrack import catalog
 from llmrack.arch import load_config_file
-from llmrack.cli.output import emit_json, info
+from llmrack.cli.output import emit_json, info, stdout
 from llmrack.cli.render import show_comparison, show_plan
 from llmrack.dtypes import KVCacheDType, WeightsDType
 from llmrack.errors import EXIT_FAILURE, UsageError
+from llmrack.guide_claims import GUIDE, claims
 from llmrack.plan import (
     DEFAULT_HEADROOM,
     DEFAULT_MAX_NODES,
@@ -35,6 +37,19 @@ def _prices(values: list[str]) -> dict[str, float]:
         except ValueError:
             raise UsageError(f"--price {item!r}: {usd!r} is not a number") from None
     return prices
+
+
+def show_guide_claims(as_json: bool) -> None:
+    rows = claims()
+    if as_json:
+        emit_json([c.as_dict() for c in rows])
+        return
+    table = Table(title=f"{GUIDE}: its claims, computed", title_justify="left", show_lines=True)
+    for col in ("the guide says", "llmrack's figure", "verdict", "why"):
+        table.add_column(col)
+    for c in rows:
+        table.add_row(c.claim, c.figure, c.verdict, c.why)
+    stdout.print(table)
 
 
 def _tp(value: str) -> int | None:
@@ -66,11 +81,17 @@ def plan(
                                         "DeepSeek private-deployment selection guide's 20 %)"),
     target: float = typer.Option(None, "--target-tokens-per-s", help="decode throughput to deliver, all replicas"),
     as_json: bool = typer.Option(False, "--json", help="print JSON (an object, or a list when comparing)"),
+    guide_claims: bool = typer.Option(False, "--guide-claims",
+                                      help="check the DeepSeek private-deployment selection guide's claims "
+                                           "against the catalog and this planner, and print the verdicts"),
 ) -> None:
     """Size a deployment: accelerators, tensor/pipeline parallelism, memory, speed bounds and cost.
 
     Exit 0 when it fits, 1 when it cannot fit, 2 on bad input.
     """
+    if guide_claims:
+        show_guide_claims(as_json)
+        return
     if (model is None) == (config is None):
         raise UsageError("give exactly one of --model NAME or --config PATH/config.json")
     arch = load_config_file(config) if config else catalog.model(model).arch

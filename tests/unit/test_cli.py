@@ -17,7 +17,8 @@ def llmrack(*args: str) -> subprocess.CompletedProcess[str]:
 
 REQUIRED_KEYS = {"weights_bytes", "kv_cache_bytes_per_token", "kv_cache_bytes", "count", "tensor_parallel",
                  "pipeline_parallel", "nodes", "fits", "max_concurrent_sequences", "decode_tokens_per_s_upper_bound",
-                 "warnings"}
+                 "warnings", "headroom", "within_headroom", "target_tokens_per_s",
+                 "decode_tokens_per_s_within_headroom"}
 
 
 def test_plan_json_has_the_documented_fields():
@@ -28,6 +29,19 @@ def test_plan_json_has_the_documented_fields():
     assert set(out) >= REQUIRED_KEYS
     assert out["model"]["params"] > 70e9 and out["model"]["active_params"] == out["model"]["params"]
     assert out["fits"] is True and out["tensor_parallel"] * out["pipeline_parallel"] == out["count"]
+
+
+def test_plan_headroom_option_and_its_warning():
+    base = ["plan", "--model", "deepseek-r1-distill-qwen-32b", "--accelerator", "a100-80g", "--context", "8192",
+            "--concurrency", "2", "--json"]
+    kept = json.loads(llmrack(*base).stdout)
+    assert kept["headroom"] == 0.2 and kept["within_headroom"] and kept["count"] == 2
+    none = json.loads(llmrack(*base, "--headroom", "0").stdout)
+    assert none["count"] == 1 and none["memory_per_device"]["headroom_bytes"] == 0
+    eaten = llmrack(*base[:-1], "--tp", "1", "--max-nodes", "1")
+    assert eaten.returncode == 0 and "fits only by eating the 20% headroom" in eaten.stderr
+    bad = llmrack(*base, "--headroom", "1.5")
+    assert bad.returncode == 2 and "headroom must be between 0 and 0.9" in bad.stderr
 
 
 def test_comparison_json_is_a_list_sorted_by_cost():
