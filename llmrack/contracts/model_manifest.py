@@ -25,11 +25,13 @@ In an OCI registry (pushed with the ``oras`` client)
 HTTP(S) mirror or local directory
     A model directory published as is: ``<base>/llmrack-model.json`` and ``<base>/<path>`` for each file.
 
-On a node (the serving role's model store, ``serving_models_dir``)
+On a node (the serving role's model store, ``serving_models_dir``, default ``NODE_STORE``)
     ``<store>/<hex>/`` holds one complete, verified version (its files and its manifest). A pull writes into
     ``<store>/<hex>.partial/`` and renames it to ``<store>/<hex>/`` only once every file has its manifest size
     and sha256, so a version directory is never half-installed; an interrupted pull resumes from the bytes
     already in the ``.partial`` directory. The newest ``keep`` versions stay (the running one always).
+    ``NODE_RELEASES`` is the node's release history, newest first: ``[{"image": "sha256:...", "model":
+    "sha256:..."}, ...]``, the first entry being what runs.
 
 Verification levels: ``quick`` compares sizes, ``standard`` also hashes every byte.
 """
@@ -51,6 +53,11 @@ FILE_MEDIA_TYPE = "application/vnd.llmrack.model.file.v1"
 TITLE_ANNOTATION = "org.opencontainers.image.title"
 PARTIAL_SUFFIX = ".partial"
 DEFAULT_KEEP = 3
+# Where the serving role keeps them on a node (its defaults serving_models_dir, serving_releases_file and
+# serving_model_agent); the validation suite reads the same places.
+NODE_STORE = "/var/lib/llmrack/models"
+NODE_RELEASES = "/var/lib/llmrack/releases.json"
+NODE_AGENT = "/usr/local/lib/llmrack/llmrack-model-agent.pyz"
 VERSION_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 

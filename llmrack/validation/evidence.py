@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from llmrack.errors import UsageError
+from llmrack.validation import model_evidence
 
 SCHEMA = "llmrack-evidence/1"
 
@@ -279,6 +280,7 @@ def collector_script(level: str, python: str, image: ServingImageProbe | None = 
     for name, arg in NVML_ITEMS.items():
         lines.append(f"( {python} gpu_nvml.py {arg} ) >{name}.out 2>{name}.err </dev/null; echo $? >{name}.rc")
     lines.append("rm -f gpu_nvml.py")
+    lines.append(model_evidence.collector_line(level, python))
     if level in ("standard", "full"):
         src = base64.b64encode(probe_source().encode()).decode()
         lines.append(f"echo {src} | base64 -d > probe.py")

@@ -18,8 +18,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
-from llmrack.contracts.model_manifest import MANIFEST_FILE, Manifest, VerifyLevel, partial_dir, version_dir
+from llmrack.contracts.model_manifest import (
+    MANIFEST_FILE,
+    NODE_AGENT,
+    NODE_RELEASES,
+    NODE_STORE,
+    Manifest,
+    VerifyLevel,
+    partial_dir,
+    version_dir,
+)
 from llmrack.models import local, transfer
 from llmrack.models.errors import ModelError, TransferError, VerifyError
 from llmrack.models.sources import OciSource, parse_source
@@ -267,3 +277,41 @@ def test_agent_zipapp_runs_on_the_system_python(model: Path, tmp_path: Path) -> 
     bad = subprocess.run([python, str(agent), "verify", "--dir", str(model), "--level", "quick"],
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 1 and "config.json: 2 bytes, the manifest says 24" in bad.stderr
+
+
+def test_serving_role_defaults_are_the_contracts_node_paths() -> None:
+    """The validation suite reads a node where the serving role writes: one set of paths."""
+    defaults = yaml.safe_load((ROOT / "ansible/roles/serving/defaults/main.yml").read_text())
+    assert defaults["serving_models_dir"] == NODE_STORE
+    assert defaults["serving_releases_file"] == NODE_RELEASES
+    assert defaults["serving_model_agent"] == NODE_AGENT
+
+
+def test_validation_check_judges_the_served_version() -> None:
+    from llmrack.validation import expect
+    from llmrack.validation.checks.base import run
+    from llmrack.validation.checks.model import model_version
+    from llmrack.validation.evidence import Evidence, Item
+
+    v1, v2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    spec = parse_spec({"name": "m", "environment": "lab", "accelerator": "a100-80g",
+                       "serving": {"max_model_len": 512, "max_num_seqs": 8},
+                       "model": {"name": "deepseek-r1-distill-qwen-7b", "source": "oci://reg.local/models/r1",
+                                 "version": v1}}, "spec.yaml")
+    exp = expect.build("node", {"group_names": ["cpu_nodes", "serving_nodes"],
+                                "llmrack_serving_url": "http://127.0.0.1:8000"}, spec=spec)
+
+    def outcome(doc: dict[str, object] | None, rc: int = 0) -> tuple[str, str]:
+        ev = Evidence("node", manifest={"level": "standard"})
+        ev.items["model"] = Item("model", rc, json.dumps(doc) if doc else "")
+        got = run(model_version, ev, exp)
+        return got.status, got.detail
+
+    ok = {"rc": 0, "out": json.dumps({"files": 5, "bytes": 2400000, "level": "standard"}), "err": ""}
+    serving_v1 = {"releases": [{"image": "sha256:" + "a" * 64, "model": v1}], "model": v1, "unit_mounts_it": True}
+    assert outcome({**serving_v1, "verify": ok}) == ("pass", "5 files, 2400000 bytes verified (standard)")
+    assert outcome({**serving_v1, "model": v2, "verify": ok})[0] == "fail"
+    bad = {"rc": 1, "out": "", "err": "error: ... model.safetensors: sha256 0b6d... but the manifest says 54e1..."}
+    status, detail = outcome({**serving_v1, "verify": bad})
+    assert status == "fail" and "model.safetensors: sha256" in detail
+    assert outcome(None, rc=127) == ("fail", "the serving role has not rolled a model version out here")
