@@ -20,6 +20,9 @@ app = typer.Typer(
 
 _LEVEL = typer.Option(Level.quick, "--level", help="quick: health (seconds); standard: + perf probes; full: burn-in")
 _KIND = typer.Option(None, "--kind", help="node kind for --local or dumps (default: the spec accelerator's vendor)")
+_EXPECT = typer.Option([], "--expect", metavar="NAME=VALUE",
+                       help="pin an expectation (nvidia_driver_version=550.90.07) or acceptance threshold "
+                            "(matmul_peak_fraction=0.7) over the spec and inventory; repeatable")
 
 
 @app.callback()
@@ -34,6 +37,7 @@ def validate(
     kind: NodeKind | None = _KIND,
     serving_url: str | None = typer.Option(None, "--serving-url", help="with --local: the local server's URL"),
     api_key_file: Path | None = typer.Option(None, "--api-key-file", help="with --serving-url: a file with an API key"),
+    expect: list[str] = _EXPECT,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="one line per check, and the pytest command"),
 ) -> None:
     """Run the checks. Subcommands: collect (write a node's raw evidence), analyze (check a dump)."""
@@ -41,7 +45,7 @@ def validate(
         return
     opts = RunOptions(inventory=inventory, limit=limit, local=local, level=level, report=report, spec=spec,
                       kind=kind.value if kind else None, serving_url=serving_url, api_key_file=api_key_file,
-                      verbose=verbose, pytest_args=["-v"] if verbose else [])
+                      expect=expect, verbose=verbose, pytest_args=["-v"] if verbose else [])
     if verbose:
         info("pytest " + " ".join(pytest_args(opts)))
     raise typer.Exit(run(opts))
@@ -69,6 +73,7 @@ def analyze_cmd(
     kind: NodeKind | None = _KIND,
     level: Level = _LEVEL,
     report: Path | None = typer.Option(None, "--report", help="write report.json, report.html, junit.xml here"),
+    expect: list[str] = _EXPECT,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Evaluate the same checks on collected evidence (air-gapped racks send dumps to support)."""
@@ -77,5 +82,6 @@ def analyze_cmd(
             info(f"error: {dump} does not exist")
             raise typer.Exit(2)
     opts = RunOptions(inventory=inventory, dumps=dumps, level=level, report=report, spec=spec,
-                      kind=kind.value if kind else None, verbose=verbose, pytest_args=["-v"] if verbose else [])
+                      kind=kind.value if kind else None, expect=expect, verbose=verbose,
+                      pytest_args=["-v"] if verbose else [])
     raise typer.Exit(run(opts))

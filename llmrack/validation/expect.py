@@ -18,6 +18,11 @@ Inventory variables read (host or group vars; see docs/validation.md):
                               with serving_containerd_namespace, serving_container_name, containerd_snapshotter
                               and serving_runtime_args as the serving role uses them)
   llmrack_validation_services units that must be enabled and active (default: by node kind)
+  llmrack_validation_acceptance  {threshold: value} over the spec's validation.acceptance
+                              (llmrack.validation.acceptance)
+
+The same pins can come from the spec's `validation.expect` (under the inventory) and from `--expect NAME=VALUE`
+(over everything); each expectation remembers where it came from, so messages name the real source.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from llmrack import catalog
 from llmrack.catalog import Accelerator, Vendor
@@ -44,6 +51,7 @@ from llmrack.contracts.inventory import (
 )
 from llmrack.errors import UsageError
 from llmrack.spec import DeploymentSpec, parse_spec
+from llmrack.validation.acceptance import Acceptance
 from llmrack.validation.evidence import ServingImageProbe
 
 
@@ -69,6 +77,9 @@ class Expectations:
     api_keys: tuple[str, ...] = ()
     python: str = "python3"
     probe_image: ServingImageProbe | None = None
+    acceptance: Acceptance = field(default_factory=Acceptance)
+    origin: dict[str, str] = field(default_factory=dict)  # variable or threshold -> where its value came from
+    consulted: tuple[str, ...] = ()  # the sources of expectations this run had, most specific first
 
     @property
     def device_label(self) -> str:
@@ -76,6 +87,16 @@ class Expectations:
 
     def var(self, name: str, default: Any = None) -> Any:
         return self.vars.get(name, default)
+
+    def source(self, name: str) -> str:
+        """Where the value of a variable or threshold came from ("--expect", "the spec's validation.expect", ...)."""
+        return self.origin.get(name, "llmrack's default")
+
+    def unset(self, name: str) -> str:
+        """Why nothing pins `name`, naming the sources this run consulted and how to set it."""
+        where = " nor ".join(self.consulted) if self.consulted else "nothing"
+        return (f"{'neither ' if len(self.consulted) > 1 else ''}{where} pins {name}: set it with --expect "
+                f"{name}=VALUE, the spec's validation.expect or the inventory")
 
     def services(self) -> list[str]:
         explicit = self.vars.get("llmrack_validation_services")
@@ -105,10 +126,17 @@ def build(
     spec: DeploymentSpec | None = None,
     kind: NodeKind | None = None,
     where: str = "inventory",
+    overrides: dict[str, Any] | None = None,
+    origin: dict[str, str] | None = None,
 ) -> Expectations:
-    """Expectations for one host from its (merged) inventory variables; `spec`/`kind` override them."""
+    """Expectations for one host from its (merged) inventory variables; `spec`/`kind` override them.
+
+    Layers, most specific last: the spec's validation.expect, `hostvars` (from `where`; `origin` names other
+    sources of some of them, e.g. role defaults), then `overrides` (--expect). Acceptance thresholds likewise:
+    the spec's validation.acceptance, the inventory's llmrack_validation_acceptance, then `overrides`."""
     if spec is None and hostvars.get(DEPLOYMENT_VAR) is not None:
         spec = parse_spec(hostvars[DEPLOYMENT_VAR], f"{where}: {DEPLOYMENT_VAR} (host {host})")
+    hostvars, sources, acceptance, consulted = _layers(spec, hostvars, where, overrides or {}, origin or {})
     if kind is None:
         kind = _kind_from_groups(list(hostvars.get("group_names", []))) or NodeKind.cpu
     acc: Accelerator | None = None
@@ -150,7 +178,43 @@ def build(
         api_keys=tuple(str(k) for k in keys),
         python=str(hostvars.get("llmrack_validation_python") or "python3"),
         probe_image=probe_image,
+        acceptance=acceptance,
+        origin=sources,
+        consulted=consulted,
     )
+
+
+SPEC_EXPECT = "the spec's validation.expect"
+SPEC_ACCEPTANCE = "the spec's validation.acceptance"
+COMMAND_LINE = "--expect"
+
+
+def _layers(spec: DeploymentSpec | None, hostvars: dict[str, Any], where: str, overrides: dict[str, Any],
+            origin: dict[str, str]) -> tuple[dict[str, Any], dict[str, str], Acceptance, tuple[str, ...]]:
+    """Merged variables, where each came from, the acceptance thresholds, and the sources consulted."""
+    from_spec = dict(spec.validation.expect) if spec else {}
+    sources = {k: SPEC_EXPECT for k in from_spec}
+    sources |= {k: origin.get(k, where) for k in hostvars}
+    thresholds = set(Acceptance.model_fields)
+    plain = {k: v for k, v in overrides.items() if k not in thresholds}
+    sources |= {k: COMMAND_LINE for k in plain}
+    merged = {**from_spec, **hostvars, **plain}
+    base = spec.validation.acceptance if spec else Acceptance()
+    accept = {k: SPEC_ACCEPTANCE for k in base.model_fields_set}
+    inv = hostvars.get("llmrack_validation_acceptance") or {}
+    accept |= {k: f"{where}: llmrack_validation_acceptance" for k in inv}
+    pinned = {k: v for k, v in overrides.items() if k in thresholds}
+    accept |= {k: COMMAND_LINE for k in pinned}
+    try:
+        acceptance = Acceptance.model_validate({**base.model_dump(), **inv, **pinned})
+    except ValidationError as exc:
+        bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"invalid acceptance threshold ({bad})",
+                         hint="see docs/validation.md#thresholds-and-their-sources") from None
+    consulted = tuple(dict.fromkeys(
+        ([COMMAND_LINE] if overrides else []) + ([where] if hostvars and where != "--local" else [])
+        + sorted(set(origin.values())) + ([SPEC_EXPECT] if spec else [])))
+    return merged, sources | accept, acceptance, consulted
 
 
 def reveal_vault(value: Any, inventory: Path | None) -> Any:

@@ -61,12 +61,21 @@ def role_defaults(inventory: str) -> dict[str, Any]:
 
 def host_vars(inventory: str, name: str) -> dict[str, Any]:
     """Role defaults, then the inventory's variables for the host (Ansible's precedence), keys decrypted."""
+    return host_vars_with_origin(inventory, name)[0]
+
+
+ROLE_DEFAULTS = "the roles' defaults"
+
+
+def host_vars_with_origin(inventory: str, name: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """As host_vars, with the variables that came from the roles' defaults (not the inventory) marked so."""
     use_inventory_config(inventory)
     try:
         hostvars = dict(AnsibleRunner.get_runner(inventory).get_variables(name))
     except AssertionError as exc:  # testinfra asserts ansible-inventory's exit status
         raise LlmrackError(f"ansible-inventory cannot read {inventory}: {str(exc).strip()[-500:]}") from None
-    merged = {**role_defaults(inventory), **hostvars}
+    defaults = role_defaults(inventory)
+    merged = {**defaults, **hostvars}
     if "serving_api_keys" in merged:
         merged["serving_api_keys"] = expect.reveal_vault(merged["serving_api_keys"], Path(inventory))
-    return merged
+    return merged, {k: ROLE_DEFAULTS for k in defaults if k not in hostvars}

@@ -25,12 +25,14 @@ from typing import Any
 
 import pytest
 import testinfra  # type: ignore[import-untyped]
+import yaml
 
 from llmrack import catalog
 from llmrack.errors import LlmrackError
 from llmrack.spec import DeploymentSpec, load_spec
 from llmrack.validation import checks, expect, serving_probe
 from llmrack.validation import hosts as hosts_mod
+from llmrack.validation.acceptance import check_expectation_name
 from llmrack.validation.evidence import Evidence, gather
 from llmrack.validation.expect import Expectations, NodeKind
 from llmrack.validation.report import Record, write_reports
@@ -73,6 +75,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--llmrack-dump", action="append", default=[], metavar="PATH", help="evaluate a collected dump")
     group.addoption("--llmrack-serving-url", help="serving URL of the local node (--llmrack-local)")
     group.addoption("--llmrack-api-key-file", help="file holding an API key for --llmrack-serving-url")
+    group.addoption("--llmrack-expect", action="append", default=[], metavar="NAME=VALUE",
+                    help="pin an expectation or acceptance threshold over the spec and inventory (repeatable)")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -149,15 +153,21 @@ class Session:
             raise LlmrackError(f"no host matches {hosts!r}")
         return out
 
+    def _overrides(self) -> dict[str, Any]:
+        return parse_expect(self.config.getoption("llmrack_expect"))
+
     def _expect(
         self, name: str, spec: DeploymentSpec | None, kind: NodeKind | None, inventory: str | None
     ) -> Expectations:
         hostvars: dict[str, Any] = {}
+        origin: dict[str, str] = {}
         if inventory:
-            hostvars = hosts_mod.host_vars(inventory, name)
+            hostvars, origin = hosts_mod.host_vars_with_origin(inventory, name)
         elif kind is None and spec is not None:
             kind = expect.VENDOR_KIND[spec_accelerator_vendor(spec)]
-        return expect.build(name, hostvars, spec=spec, kind=kind, where=inventory or "command line")
+        return expect.build(name, hostvars, spec=spec, kind=kind,
+                            where=f"the inventory {inventory}" if inventory else "command line",
+                            overrides=self._overrides(), origin=origin)
 
     def _local(self, spec: DeploymentSpec | None, kind: NodeKind | None) -> Target:
         opt = self.config.option
@@ -175,7 +185,8 @@ class Session:
             kind = expect.VENDOR_KIND[spec_accelerator_vendor(spec)] if spec else NodeKind.cpu
         # The local node's probes use the Python running the suite: its torch is this machine's torch.
         hostvars["llmrack_validation_python"] = os.environ.get("LLMRACK_VALIDATION_PYTHON") or _sys_executable()
-        return Target(name, expect.build(name, hostvars, spec=spec, kind=kind, where="--local"),
+        return Target(name, expect.build(name, hostvars, spec=spec, kind=kind, where="--local",
+                                         overrides=self._overrides()),
                       host=testinfra.get_host("local://"))
 
     # --- collection -----------------------------------------------------------------------------------
@@ -317,6 +328,26 @@ def _targets_of(item: pytest.Item) -> list[Target]:
     callspec = getattr(item, "callspec", None)
     node = callspec.params.get("node") if callspec else None
     return [node] if isinstance(node, Target) else []
+
+
+def parse_expect(items: list[str]) -> dict[str, Any]:
+    """--expect NAME=VALUE pairs; VALUE is read as YAML (numbers, lists and mappings as in an inventory)."""
+    out: dict[str, Any] = {}
+    for raw in items:
+        name, sep, value = raw.partition("=")
+        if not sep or not name.strip():
+            raise LlmrackError(f"--expect {raw!r}: expected NAME=VALUE, e.g. --expect nvidia_driver_version=550.90.07")
+        try:
+            check_expectation_name(name.strip())
+        except ValueError as exc:
+            raise LlmrackError(f"--expect {raw!r}: {exc}") from None
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as exc:
+            raise LlmrackError(f"--expect {raw!r}: the value is not valid YAML ({exc})") from None
+        # A version such as 550.90 must stay text, not become the float 550.9.
+        out[name.strip()] = value.strip() if isinstance(parsed, float) and "version" in name else parsed
+    return out
 
 
 def spec_accelerator_vendor(spec: DeploymentSpec) -> Any:

@@ -23,6 +23,79 @@ from typing import Any
 
 # Seconds of timed work per measurement: short probes (standard) vs burn-in (full).
 SECONDS = {"standard": 1.0, "full": 30.0}
+# Small-copy latency: copies per timed batch, batches (the median is reported), and the GPU cycles the stream is
+# held for so every copy of a batch is queued before the first runs (CUDA's p2pBandwidthLatencyTest holds its
+# stream with a spin kernel for the same reason: the timing then shows the copies, not the CPU queueing them).
+LATENCY_COPIES = 100
+LATENCY_BATCHES = 5
+HOLD_CYCLES = 20_000_000
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def copy_latency_us(torch: Any, kind: str, index: int, copy: Any) -> tuple[float, str]:
+    """Per-copy time of `copy()` on device `index`: LATENCY_COPIES queued copies between two device events,
+    median of LATENCY_BATCHES batches. Returns (microseconds, how the stream was held)."""
+    mod = getattr(torch, kind)
+    hold = getattr(mod, "_sleep", None)  # torch.cuda._sleep(cycles): a spin kernel; torch_npu has none
+    copy()
+    mod.synchronize(index)
+    times = []
+    for _ in range(LATENCY_BATCHES):
+        start, end = mod.Event(enable_timing=True), mod.Event(enable_timing=True)
+        if hold is not None:
+            hold(HOLD_CYCLES)
+        start.record()
+        for _ in range(LATENCY_COPIES):
+            copy()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1000.0 / LATENCY_COPIES)  # elapsed_time is in ms
+    how = "stream held by a spin kernel" if hold is not None else "stream not held: includes queueing"
+    return round(_median(times), 3), how
+
+
+def latency_probes(torch: Any, kind: str, index: int) -> dict[str, Any]:
+    """Host-to-device latency of a pinned 1-element tensor: per copy with device events, and the CPU-side round
+    trip (one copy, then wait for it) as a caller sees it."""
+    mod = getattr(torch, kind)
+    dev = torch.device(kind, index)
+    host = torch.ones(1, dtype=torch.float32).pin_memory()
+    devbuf = torch.empty(1, dtype=torch.float32, device=dev)
+    per_copy, how = copy_latency_us(torch, kind, index, lambda: devbuf.copy_(host, non_blocking=True))
+    trips = []
+    for _ in range(LATENCY_COPIES):
+        started = time.perf_counter()
+        devbuf.copy_(host, non_blocking=True)
+        mod.synchronize(index)
+        trips.append((time.perf_counter() - started) * 1e6)
+    return {"h2d_latency_us": per_copy, "h2d_roundtrip_us": round(_median(trips), 2),
+            "latency_copies": LATENCY_COPIES, "latency_method": how}
+
+
+def p2p_probes(torch: Any, kind: str, count: int) -> list[dict[str, Any]]:
+    """Device-to-device small-copy latency for every ordered pair i < j (copies issued on the source device)."""
+    mod = getattr(torch, kind)
+    out: list[dict[str, Any]] = []
+    for src in range(count):
+        for dst in range(src + 1, count):
+            entry: dict[str, Any] = {"src": src, "dst": dst}
+            can = getattr(mod, "can_device_access_peer", None)
+            if can is not None:
+                entry["peer_access"] = bool(can(src, dst))
+            try:
+                a = torch.ones(1, dtype=torch.float32, device=torch.device(kind, src))
+                b = torch.empty(1, dtype=torch.float32, device=torch.device(kind, dst))
+                with mod.device(src):
+                    entry["latency_us"], entry["method"] = copy_latency_us(
+                        torch, kind, src, lambda a=a, b=b: b.copy_(a, non_blocking=True))
+            except Exception as exc:  # one pair that fails is reported, the others still run
+                entry["error"] = repr(exc)
+            out.append(entry)
+    return out
 
 
 def _timed(fn: Any, sync: Any, seconds: float, warmup: int = 2) -> tuple[int, float]:
@@ -97,6 +170,10 @@ def device_probes(torch: Any, kind: str, index: int, seconds: float) -> dict[str
     mod.empty_cache()
     result["h2d_gbps"] = h2d()
     mod.empty_cache()
+    try:
+        result.update(latency_probes(torch, kind, index))
+    except Exception as exc:  # the throughput figures above still stand
+        result["latency_error"] = f"latency probe: {exc!r}"
     return result
 
 
@@ -194,11 +271,16 @@ def main() -> int:
             report["devices"].append({"index": index, "error": repr(exc)})
     if count >= 2:
         try:
+            report["p2p"] = p2p_probes(torch, kind, count)
+        except Exception as exc:
+            report["errors"].append(f"p2p probe: {exc!r}")
+        try:
             report["allreduce"] = allreduce_probe(torch, kind, count, seconds)
         except Exception:
             report["errors"].append("all-reduce probe: " + traceback.format_exc(limit=3))
     else:
         report["skipped"]["allreduce"] = f"{count} accelerator device(s) visible to torch: nothing to all-reduce"
+        report["skipped"]["p2p"] = f"{count} accelerator device(s) visible to torch: no pair to copy between"
     report["probe_seconds"] = round(time.perf_counter() - started, 2)
     print(json.dumps(report))
     return 0

@@ -43,6 +43,7 @@ class RunOptions:
     kind: str | None = None
     serving_url: str | None = None
     api_key_file: Path | None = None
+    expect: list[str] = field(default_factory=list)  # NAME=VALUE pins over the spec and inventory
     verbose: bool = False
     pytest_args: list[str] = field(default_factory=list)
 
@@ -97,6 +98,7 @@ def pytest_args(opts: RunOptions) -> list[str]:
         args.append(f"--llmrack-serving-url={opts.serving_url}")
     if opts.api_key_file:
         args.append(f"--llmrack-api-key-file={opts.api_key_file}")
+    args += [f"--llmrack-expect={pin}" for pin in opts.expect]
     if not opts.verbose:
         args.append("-q")
     return [*args, *opts.pytest_args, "--pyargs", "llmrack.validation.suite"]

@@ -105,5 +105,5 @@ def pinned(exp: Expectations, var: str, actual: str | None, what: str) -> Outcom
     if actual is None:
         return error(f"the node does not report its {what}")
     if not pin:
-        return skip(f"the inventory pins no {var} (node runs {actual})")
-    return judge(str(pin) == actual, actual, f"== {pin}", None)
+        return skip(f"{exp.unset(var)} (node runs {actual})")
+    return judge(str(pin) == actual, actual, f"== {pin}", None, f"pinned by {exp.source(var)}")

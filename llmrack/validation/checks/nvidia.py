@@ -65,8 +65,9 @@ def nvidia_driver_version(ev: Evidence, exp: Expectations) -> Outcome:
     if not versions:
         return failed("no GPU", f"== {pin}", None, "nvidia-smi lists no GPU")
     if not pin:
-        return skip(f"the inventory pins no nvidia_driver_version (node runs {', '.join(versions)})")
-    return judge(versions == [str(pin)], ", ".join(versions), f"== {pin}", None)
+        return skip(f"{exp.unset('nvidia_driver_version')} (node runs {', '.join(versions)})")
+    return judge(versions == [str(pin)], ", ".join(versions), f"== {pin}", None,
+                 f"pinned by {exp.source('nvidia_driver_version')}")
 
 
 def nvidia_persistence_mode(ev: Evidence, exp: Expectations, index: int) -> Outcome:

@@ -10,17 +10,16 @@ import json
 import re
 from typing import Any
 
+from llmrack.catalog import Interconnect
+from llmrack.validation.acceptance import GUIDE
 from llmrack.validation.checks.base import Missing, Outcome, accelerator, error, failed, item, judge, skip
 from llmrack.validation.checks.families import of_kind
 from llmrack.validation.evidence import PROBE, Evidence
 from llmrack.validation.expect import Expectations
 from llmrack.validation.parsers import system as sysp
 
-# The 70%/60% acceptance rule as issue 5 quotes it from an unnamed deployment guide (no source found yet).
-MATMUL_PEAK_FRACTION = 0.70  # at least 70% of peak dense FLOPS
-MEMBW_PEAK_FRACTION = 0.60  # at least 60% of peak memory bandwidth
-H2D_LINK_FRACTION = 0.65  # pinned H2D copies reach ~80% of a healthy PCIe link; 65% leaves room for noise
-ALLREDUCE_PRACTICAL_FRACTION = 0.80  # of the catalog's practical nccl-tests bus bandwidth for the topology
+# The accelerator thresholds are the deployment's acceptance (exp.acceptance: llmrack.validation.acceptance, with
+# the DeepSeek private-deployment selection guide's 70 % FLOPS, 60 % bandwidth and 2 us PCIe latency by default).
 CPU_GEMM_PEAK_FRACTION = 0.15  # floor vs a lower-bound ISA peak estimate: catches starved/throttled CPUs only
 CPU_MEMBW_FLOOR_GBPS = 2.0  # one DDR4 channel alone gives > 15 GB/s; below 2 the node is starved
 
@@ -58,30 +57,39 @@ def _device_result(ev: Evidence, exp: Expectations, index: int | None) -> dict[s
     raise Missing(failed("absent", "present", None, f"torch sees no {want}:{index}"))
 
 
-def _vs_peak(measured: float, peak: float, fraction: float, practical: float, unit: str, what: str) -> Outcome:
+def _rule(exp: Expectations, name: str) -> str:
+    """Where a threshold came from, for the detail: the guide's default or the deployment's own."""
+    source = exp.source(name)
+    return f"{GUIDE}'s rule" if source == "llmrack's default" else f"set by {source}"
+
+
+def _vs_peak(measured: float, peak: float, fraction: float, practical: float, unit: str, what: str,
+             rule: str) -> Outcome:
     floor = peak * fraction
     return judge(measured >= floor, round(measured, 2), f">= {floor:.1f}", unit,
-                 f"{measured / peak:.0%} of {what} peak {peak:g}; {measured / practical:.0%} of the {practical:.0f} "
-                 "healthy parts reach in practice", fraction_of_peak=round(measured / peak, 3),
+                 f"{measured / peak:.0%} of {what} peak {peak:g} (want {fraction:.0%}: {rule}); "
+                 f"{measured / practical:.0%} of the {practical:.0f} healthy parts reach in practice",
+                 fraction_of_peak=round(measured / peak, 3),
                  fraction_of_practical=round(measured / practical, 3), peak=peak, practical=practical)
 
 
 def perf_matmul_bf16(ev: Evidence, exp: Expectations, index: int | None) -> Outcome:
     dev, acc = _device_result(ev, exp, index), accelerator(exp)
-    return _vs_peak(dev["matmul_bf16_tflops"], acc.bf16_tflops, MATMUL_PEAK_FRACTION,
-                    acc.bf16_tflops * acc.matmul_efficiency, "TFLOPS", "BF16 dense")
+    return _vs_peak(dev["matmul_bf16_tflops"], acc.bf16_tflops, exp.acceptance.matmul_peak_fraction,
+                    acc.bf16_tflops * acc.matmul_efficiency, "TFLOPS", "BF16 dense",
+                    _rule(exp, "matmul_peak_fraction"))
 
 
 def perf_membw(ev: Evidence, exp: Expectations, index: int | None) -> Outcome:
     dev, acc = _device_result(ev, exp, index), accelerator(exp)
-    return _vs_peak(dev["membw_gbps"], acc.hbm_gbps, MEMBW_PEAK_FRACTION, acc.hbm_gbps * acc.hbm_efficiency,
-                    "GB/s", "HBM")
+    return _vs_peak(dev["membw_gbps"], acc.hbm_gbps, exp.acceptance.membw_peak_fraction,
+                    acc.hbm_gbps * acc.hbm_efficiency, "GB/s", "HBM", _rule(exp, "membw_peak_fraction"))
 
 
 def perf_h2d(ev: Evidence, exp: Expectations, index: int | None) -> Outcome:
     dev, acc = _device_result(ev, exp, index), accelerator(exp)
     link = acc.pcie_gbps
-    floor = link * H2D_LINK_FRACTION
+    floor = link * exp.acceptance.h2d_link_fraction
     return judge(dev["h2d_gbps"] >= floor, dev["h2d_gbps"], f">= {floor:.1f}", "GB/s",
                  f"{dev['h2d_gbps'] / link:.0%} of the Gen{acc.pcie_gen} x{acc.pcie_width} link ({link:.1f} GB/s)")
 
@@ -99,10 +107,50 @@ def perf_allreduce(ev: Evidence, exp: Expectations) -> Outcome:
         reason = data.get("skipped", {}).get("allreduce") or "; ".join(errors)
         return failed("not measured", f"over {exp.count} devices", None, reason or "the probe ran no all-reduce")
     practical = acc.allreduce_busbw_gbps
-    floor = practical * ALLREDUCE_PRACTICAL_FRACTION
+    floor = practical * exp.acceptance.allreduce_practical_fraction
     return judge(result["busbw_gbps"] >= floor and result["n"] == exp.count, result["busbw_gbps"], f">= {floor:.0f}",
                  "GB/s busbw", f"over {result['n']} devices (algbw {result['algbw_gbps']} GB/s, busbw = algbw x "
                  f"2(n-1)/n); healthy {acc.interconnect} systems reach ~{practical:g}", **result)
+
+
+def perf_pcie_latency(ev: Evidence, exp: Expectations, index: int | None) -> Outcome:
+    """Host-to-device latency of a small copy: per copy, from N queued copies of a pinned 1-element tensor timed
+    with device events (the stream held until all are queued, as CUDA's p2pBandwidthLatencyTest does), against the
+    guide's 2 us; the CPU-side round trip (copy + synchronize) is reported beside it."""
+    dev = _device_result(ev, exp, index)
+    lat = dev.get("h2d_latency_us")
+    if lat is None:
+        return skip(dev.get("latency_error") or "the probe measured no host-to-device latency (an older probe)")
+    limit = exp.acceptance.pcie_latency_us
+    return judge(lat <= limit, lat, f"<= {limit:g}", "us",
+                 f"per copy, {dev.get('latency_copies')} copies timed with device events "
+                 f"({dev.get('latency_method')}); CPU round trip {dev.get('h2d_roundtrip_us')} us; "
+                 f"bound: {_rule(exp, 'pcie_latency_us')}", roundtrip_us=dev.get("h2d_roundtrip_us"))
+
+
+def perf_p2p_latency(ev: Evidence, exp: Expectations) -> Outcome:
+    """Device-to-device small-copy latency for every pair, against the bound of the catalog's link kind."""
+    if of_kind(exp.kind).torch_device is None:
+        return skip("CPU node: no accelerators to copy between")
+    acc = accelerator(exp)
+    if exp.count < 2:
+        return skip(f"{exp.count} device expected: peer copies need two")
+    data = _probe(ev)
+    pairs = data.get("p2p")
+    if pairs is None:
+        return skip(data.get("skipped", {}).get("p2p") or "the probe measured no peer latency (an older probe)")
+    fast = acc.interconnect is not Interconnect.pcie
+    name = "p2p_latency_us_nvlink" if fast else "p2p_latency_us_pcie"
+    limit = getattr(exp.acceptance, name)
+    measured = [p for p in pairs if "latency_us" in p]
+    errors = [f"{p['src']}->{p['dst']}: {p['error']}" for p in pairs if "error" in p]
+    slow = [f"{p['src']}->{p['dst']} {p['latency_us']} us" for p in measured if p["latency_us"] > limit]
+    if not measured:
+        return error("no device pair was measured: " + "; ".join(errors))
+    worst = max(p["latency_us"] for p in measured)
+    detail = f"{len(measured)} pairs over {acc.interconnect}; bound {name} ({_rule(exp, name)})"
+    detail += (f"; over: {', '.join(slow)}" if slow else "") + (f"; failed: {'; '.join(errors)}" if errors else "")
+    return judge(not slow and not errors, worst, f"<= {limit:g}", "us (worst pair)", detail, pairs=pairs)
 
 
 def cpu_peak_gflops(cpuinfo: str, threads: int) -> tuple[float, str] | None:

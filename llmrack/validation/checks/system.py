@@ -22,7 +22,7 @@ def container(ev: Evidence) -> str | None:
 def os_sysctl(ev: Evidence, exp: Expectations) -> Outcome:
     expected: dict[str, Any] = exp.var("common_sysctl") or {}
     if not expected:
-        return skip("neither the inventory nor the common role's defaults set common_sysctl: nothing to compare")
+        return skip(f"{exp.unset('common_sysctl')}: nothing to compare")
     where = container(ev)
     if where:
         # Kernel-wide parameters of a container are its host's: judge what the node persists instead.
@@ -41,7 +41,7 @@ def os_sysctl(ev: Evidence, exp: Expectations) -> Outcome:
 def os_kernel_cmdline(ev: Evidence, exp: Expectations) -> Outcome:
     expected = [str(p) for p in exp.var("common_kernel_cmdline") or []]
     if not expected:
-        return skip("neither the inventory nor the common role's defaults set common_kernel_cmdline")
+        return skip(exp.unset("common_kernel_cmdline"))
     if container(ev):
         return skip(f"{container(ev)} container: it boots no kernel of its own, so it has no command line to check")
     actual = sysp.cmdline(item(ev, "cmdline", "/proc/cmdline").out)

@@ -34,3 +34,11 @@ def test_cpu_gemm(node: Any, verdict: Any) -> None:
 
 def test_cpu_membw(node: Any, verdict: Any) -> None:
     verdict(checks.perf_cpu_membw)
+
+
+def test_pcie_latency(node: Any, device: int | None, verdict: Any) -> None:
+    verdict(checks.perf_pcie_latency, device)
+
+
+def test_p2p_latency(node: Any, verdict: Any) -> None:
+    verdict(checks.perf_p2p_latency)
