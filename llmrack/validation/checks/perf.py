@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any
 
-from llmrack.catalog import Interconnect
+from llmrack.catalog import Accelerator, Interconnect
 from llmrack.validation.acceptance import GUIDE
 from llmrack.validation.checks.base import Missing, Outcome, accelerator, error, failed, item, judge, skip
 from llmrack.validation.checks.families import of_kind
@@ -94,13 +94,17 @@ def perf_h2d(ev: Evidence, exp: Expectations, index: int | None) -> Outcome:
                  f"{dev['h2d_gbps'] / link:.0%} of the Gen{acc.pcie_gen} x{acc.pcie_width} link ({link:.1f} GB/s)")
 
 
-def perf_allreduce(ev: Evidence, exp: Expectations) -> Outcome:
+def _between_devices(ev: Evidence, exp: Expectations, what: str, needs: str) -> tuple[Accelerator, dict[str, Any]]:
+    """The accelerator and the probe's results for a check across devices; Missing(skip) where there is no pair."""
     if of_kind(exp.kind).torch_device is None:
-        return skip("CPU node: no accelerators to all-reduce across")
-    acc = accelerator(exp)
+        raise Missing(skip(f"CPU node: no accelerators to {what}"))
     if exp.count < 2:
-        return skip(f"{exp.count} device expected: an all-reduce needs two")
-    data = _probe(ev)
+        raise Missing(skip(f"{exp.count} device expected: {needs} two"))
+    return accelerator(exp), _probe(ev)
+
+
+def perf_allreduce(ev: Evidence, exp: Expectations) -> Outcome:
+    acc, data = _between_devices(ev, exp, "all-reduce across", "an all-reduce needs")
     result = data.get("allreduce")
     if result is None:
         errors = [e for e in data.get("errors", []) if "all-reduce" in e]
@@ -130,12 +134,7 @@ def perf_pcie_latency(ev: Evidence, exp: Expectations, index: int | None) -> Out
 
 def perf_p2p_latency(ev: Evidence, exp: Expectations) -> Outcome:
     """Device-to-device small-copy latency for every pair, against the bound of the catalog's link kind."""
-    if of_kind(exp.kind).torch_device is None:
-        return skip("CPU node: no accelerators to copy between")
-    acc = accelerator(exp)
-    if exp.count < 2:
-        return skip(f"{exp.count} device expected: peer copies need two")
-    data = _probe(ev)
+    acc, data = _between_devices(ev, exp, "copy between", "peer copies need")
     pairs = data.get("p2p")
     if pairs is None:
         return skip(data.get("skipped", {}).get("p2p") or "the probe measured no peer latency (an older probe)")
