@@ -94,9 +94,11 @@ class Expectations:
 
     def unset(self, name: str) -> str:
         """Why nothing pins `name`, naming the sources this run consulted and how to set it."""
-        where = " nor ".join(self.consulted) if self.consulted else "nothing"
-        return (f"{'neither ' if len(self.consulted) > 1 else ''}{where} pins {name}: set it with --expect "
-                f"{name}=VALUE, the spec's validation.expect or the inventory")
+        src = self.consulted
+        said = (f"nothing pins {name}" if not src else f"{src[0]} does not pin {name}" if len(src) == 1 else
+                f"neither {src[0]} nor {src[1]} pins {name}" if len(src) == 2 else
+                f"none of {', '.join(src)} pins {name}")
+        return f"{said}: set it with --expect {name}=VALUE, the spec's validation.expect or the inventory"
 
     def services(self) -> list[str]:
         explicit = self.vars.get("llmrack_validation_services")

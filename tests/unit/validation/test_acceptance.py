@@ -97,7 +97,8 @@ def test_driver_pin_from_the_spec_and_skip_messages_name_the_real_sources() -> N
     # --spec alone: the message speaks of the spec (and how to pin), not of an inventory that was never read.
     bare = expect.build("n", {}, spec=parse_spec(SPEC, "s.yaml"), kind=expect.NodeKind.nvidia, where="command line")
     skip = checks.run(checks.nvidia_driver_version, ev, bare)
-    assert skip.status == "skip" and skip.detail.startswith("the spec's validation.expect pins nvidia_driver_version")
+    assert skip.status == "skip"
+    assert skip.detail.startswith("the spec's validation.expect does not pin nvidia_driver_version: set it with")
     assert "--expect nvidia_driver_version=VALUE" in skip.detail and "the inventory pins" not in skip.detail
     inv = expect.build("n", {"group_names": ["nvidia_nodes"]}, spec=parse_spec(SPEC, "s.yaml"),
                        where="the inventory inv/", origin={})
