@@ -4,7 +4,7 @@ The shared checks (OS and runtime, performance probes) ask the node's family ins
 the family's own checks read its tools (nvidia-smi, npu-smi, ...). To add a family (say AMD Instinct):
 
 1. a NodeKind and its inventory group (llmrack.validation.expect);
-2. `checks/<family>.py` with its checks and a subclass of AcceleratorFamily, registered in `checks/__init__.py`;
+2. `checks/<family>.py` with its checks and a subclass of AcceleratorFamily, registered in `checks/families.py`;
 3. a suite module `suite/test_<family>.py` with one test per check in node_checks (once per node) and
    device_checks (once per expected device), marked `pytest.mark.kinds("<kind>")`;
 4. what the probe's torch calls its devices (`torch_device`), so the performance checks measure them.
