@@ -10,13 +10,14 @@ from infra.components.huaweicloud_fleet import HuaweiCloudFleet, HuaweiCloudFlee
 from infra.components.monitoring import Monitoring
 from infra.components.serving import ServingStack
 from infra.components.static_fleet import StaticFleet
+from infra.rules import NAMESPACE
 from infra.wiring import component_args
 
 # Everything is read and checked, and every component's arguments validated, before the first resource.
-cfg = config.load(pulumi.Config(config.NAMESPACE), pulumi.get_stack())
+cfg = config.load(pulumi.Config(NAMESPACE), pulumi.get_stack())
 args = component_args(cfg)
 
-fleet = None
+fleet: AwsFleet | HuaweiCloudFleet | StaticFleet | None = None
 if isinstance(args.fleet, AwsFleetArgs):
     fleet = AwsFleet("fleet", args.fleet)
 elif isinstance(args.fleet, HuaweiCloudFleetArgs):

@@ -19,33 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from infra.instance_types import AWS_DEFAULT_FOR_ACCELERATOR, AWS_INSTANCE_TYPES
+from infra.rules import NAMESPACE, StackConfigError, canary_replicas, parse_image
 from llmrack import catalog
 from llmrack.catalog import Accelerator, Vendor
 from llmrack.contracts.scan_results import DEFAULT_RESULTS_DIR
-from llmrack.errors import LlmrackError, UsageError
+from llmrack.errors import LlmrackError
+from llmrack.input_errors import describe_all
 from llmrack.plan import Plan, plan_or_raise
 from llmrack.scan import gate_decision
 from llmrack.spec import DNS_LABEL, DeploymentSpec, parse_spec
 
-NAMESPACE = "llmrack"  # the config namespace: keys are `llmrack:<name>`
-IMAGE_REF = re.compile(r"^(?P<repository>[a-z0-9][a-z0-9._:/-]*[a-z0-9])@(?P<digest>sha256:[0-9a-f]{64})$")
 # Oldest Kubernetes the objects are written for: autoscaling/v2 and policy/v1 are GA there.
 MIN_KUBERNETES_MINOR = 26
-
-
-class StackConfigError(UsageError, pulumi.RunError):
-    """A stack config mistake. RunError makes `pulumi up` print the message without a Python traceback."""
-
-
-def parse_image(ref: str, key: str) -> tuple[str, str]:
-    """Split `repository@sha256:...`; a tag is refused because it can move under a running Deployment."""
-    match = IMAGE_REF.match(ref.strip()) if isinstance(ref, str) else None
-    if match is None:
-        raise StackConfigError(
-            f"{key}: {ref!r} is not valid: give an image pinned by digest, REPOSITORY@sha256:<64 hex> "
-            "(the digest `llmrack image build` prints); tags are refused"
-        )
-    return match["repository"], match["digest"]
 
 
 def check_gate(ref: str, key: str, results_dir: Path, allow_unscanned: bool) -> None:
@@ -260,27 +245,12 @@ class StackConfig(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------------
-def _pydantic_message(key: str, exc: ValidationError) -> str:
-    lines: dict[str, str] = {}
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "literal[")))
-        where = f"{key}.{loc}" if loc else key
-        if err["type"] == "extra_forbidden":
-            lines.setdefault(where, f"{where}: unknown key")
-        elif err["type"] == "missing":
-            lines.setdefault(where, f"{where}: required key is missing")
-        else:
-            message = str(err["msg"]).removeprefix("Value error, ")
-            value = f"{err['input']!r} is not valid: " if "input" in err and not isinstance(err["input"], dict) else ""
-            lines.setdefault(where, f"{where}: {value}{message}")
-    return "; ".join(lines.values())
-
-
 def _section(model: type[BaseModel], key: str, value: Any) -> Any:
+    """Check one section; a mistake is worded as in the spec (llmrack.input_errors: did-you-mean for a typo)."""
     try:
         return model.model_validate(value if value is not None else {})
     except ValidationError as exc:
-        raise StackConfigError(_pydantic_message(key, exc)) from None
+        raise StackConfigError("; ".join(describe_all(exc, model, key))) from None
 
 
 def find_project_root(start: Path) -> Path:
@@ -453,19 +423,3 @@ def _cross_checks(cfg: StackConfig) -> None:
         raise StackConfigError(
             f"{NAMESPACE}:serving.modelVolume.path: required for hostPath when model.source is not an absolute path"
         )
-
-
-def canary_replicas(replicas: int, weight: int) -> tuple[int, int]:
-    """(stable, canary) replicas for a canary share of `weight` percent, out of the plan's replicas.
-
-    The canary takes replicas from the stable track rather than adding any: accelerators are the
-    scarce resource, so a canary must fit in the capacity the plan already holds.
-    """
-    key = f"{NAMESPACE}:canary.weight"
-    canary = round(replicas * weight / 100)
-    if replicas < 2 or not 1 <= canary <= replicas - 1:
-        shares = [round(100 * k / replicas) for k in range(1, replicas)]
-        allowed = f"with {replicas} replicas the shares possible are {shares}%" if shares else (
-            f"a canary needs at least 2 replicas (deployment.serving.replicas is {replicas})")
-        raise StackConfigError(f"{key}: {weight} is not valid: {allowed}")
-    return replicas - canary, canary

@@ -17,8 +17,9 @@ from infra.components.inventory import InventoryHost
 from infra.components.monitoring import MonitoringArgs
 from infra.components.serving import MODELS_ROOT, ModelVolume, ServingArgs
 from infra.components.static_fleet import StaticFleetArgs
-from infra.config import AwsFleetConfig, HuaweiCloudFleetConfig, StackConfig, StackConfigError, StaticFleetConfig
+from infra.config import AwsFleetConfig, HuaweiCloudFleetConfig, StackConfig, StaticFleetConfig
 from infra.instance_types import AWS_DEFAULT_FOR_ACCELERATOR
+from infra.rules import StackConfigError
 from llmrack.contracts.serving_command import (
     NODE_KIND_OF_VENDOR,
     ServingCommand,
@@ -134,8 +135,6 @@ def serving_args(cfg: StackConfig) -> ServingArgs:
         k8s_resource=acc.k8s_resource,
         tensor_parallel=plan.tensor_parallel,
         replicas=plan.replicas,
-        scan_results_dir=cfg.scan_results_dir,
-        allow_unscanned=spec.unscanned_images_allowed,
         node_selector=node_selector,
         tolerations=tolerations,
         canary_image=cfg.canary.image if cfg.canary else None,

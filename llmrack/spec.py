@@ -7,7 +7,6 @@ same way everywhere, naming the key, the bad value and what is allowed, before a
 
 from __future__ import annotations
 
-import difflib
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +20,7 @@ from llmrack.contracts.serving_command import Engine, EngineChoice, ServingComma
 from llmrack.contracts.serving_defaults import MAX_MODEL_LEN, MAX_NUM_SEQS, MAX_QUEUE, PORT
 from llmrack.dtypes import KVCacheDType, WeightsDType
 from llmrack.errors import NotFoundError, UsageError
+from llmrack.input_errors import describe_all
 from llmrack.models.errors import ModelError
 from llmrack.models.sources import parse_source
 from llmrack.observe.canary import CanaryThresholds
@@ -201,38 +201,6 @@ class DeploymentSpec(_Strict):
 
 
 # ---------------------------------------------------------------------------------------------
-def _location(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc if not str(p).startswith(("function-", "literal[", "constrained-int")))
-
-
-def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
-    model: type[BaseModel] = DeploymentSpec
-    for part in loc[:-1]:
-        ann = model.model_fields.get(str(part))
-        sub = getattr(ann, "annotation", None) if ann else None
-        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
-            return []
-        model = sub
-    return list(model.model_fields)
-
-
-def _describe(err: Any) -> str:
-    loc = tuple(err["loc"])
-    where = _location(loc) or "(top level)"
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        allowed = _fields_at(loc)
-        near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        hint = f"did you mean {near[0]!r}? " if near else ""
-        return f"{where}: unknown key; {hint}allowed keys here: {', '.join(allowed)}"
-    if kind == "missing":
-        return f"{where}: required key is missing"
-    message = str(err["msg"]).removeprefix("Value error, ")
-    if "input" in err and kind not in ("model_type", "dict_type"):
-        return f"{where}: {err['input']!r} is not valid: {message}"
-    return f"{where}: {message}"
-
-
 def parse_spec(data: Any, where: str, base_dir: Path | None = None) -> DeploymentSpec:
     """Validate a spec given as a mapping; `where` names its origin in error messages."""
     if not isinstance(data, dict):
@@ -240,11 +208,8 @@ def parse_spec(data: Any, where: str, base_dir: Path | None = None) -> Deploymen
     try:
         spec = DeploymentSpec.model_validate(data)
     except ValidationError as exc:
-        # Literal/union branches repeat one problem several times; keep one line per location.
-        lines: dict[str, str] = {}
-        for err in exc.errors():
-            lines.setdefault(_location(tuple(err["loc"])), _describe(err))
-        raise SpecError(f"{where}: invalid deployment spec:\n  " + "\n  ".join(lines.values())) from None
+        lines = describe_all(exc, DeploymentSpec)
+        raise SpecError(f"{where}: invalid deployment spec:\n  " + "\n  ".join(lines)) from None
     if spec.model.config is not None and base_dir is not None and not spec.model.config.is_absolute():
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"config": base_dir / spec.model.config})})
     _check_against_model(spec, where)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.config import StackConfigError
+from infra.rules import StackConfigError
 
 
 class ComponentArgsError(StackConfigError):

@@ -13,7 +13,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.components._args import check
-from infra.config import parse_image
+from infra.rules import parse_image
 from llmrack import catalog
 from llmrack.catalog import Accelerator, Vendor
 

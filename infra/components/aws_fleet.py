@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ class AwsFleetArgs:
     count: int
     ami: pulumi.Input[str]
     subnet_id: pulumi.Input[str]
-    security_group_ids: pulumi.Input[list[pulumi.Input[str]]]
+    security_group_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
     devices_per_node: int  # the catalog's, for the inventory's llmrack_accelerator_count
     serving_port: int
     deployment: dict[str, Any]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ class HuaweiCloudFleetArgs:
     count: int
     image_id: pulumi.Input[str]
     network_id: pulumi.Input[str]
-    security_group_ids: pulumi.Input[list[pulumi.Input[str]]]
+    security_group_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
     availability_zone: pulumi.Input[str]
     devices_per_node: int
     serving_port: int

@@ -17,18 +17,16 @@ monitoring stack, and the HPA stays a core object every cluster and `kubernetes-
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.components._args import check
-from infra.config import StackConfigError, canary_replicas, parse_image
+from infra.rules import canary_replicas
 from llmrack.contracts.metrics import NUM_REQUESTS_WAITING as QUEUE_METRIC
 from llmrack.contracts.serving_command import API_KEYS_DIR, NODE_KIND_OF_VENDOR, ServingCommand
 from llmrack.contracts.serving_defaults import DRAIN_TIMEOUT_S
-from llmrack.scan import gate_decision
 
 APP = "llmrack-serving"
 MODELS_ROOT = "/models"  # the image contract: the model is mounted at /models/<name>, read-only
@@ -58,8 +56,6 @@ class ServingArgs:
     k8s_resource: str
     tensor_parallel: int
     replicas: int
-    scan_results_dir: Path
-    allow_unscanned: bool
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, str]] = field(default_factory=list)
     canary_image: str | None = None
@@ -82,19 +78,12 @@ class ServingArgs:
               "must be pvc or hostPath")
         check(self.service_type in ("ClusterIP", "LoadBalancer"), "ServingArgs.service_type", self.service_type,
               "must be ClusterIP or LoadBalancer")
-        check(self.service_type != "LoadBalancer" or bool(self.allowlist), "ServingArgs.allowlist", self.allowlist,
-              "a LoadBalancer needs CIDRs to allow")
         check(not self.autoscaling or (self.max_replicas or 0) >= self.stable_replicas, "ServingArgs.max_replicas",
               self.max_replicas, f"must be at least the stable replicas ({self.stable_replicas})")
-        images = [("ServingArgs.image", self.image)]
+        # The images' digest pins and scan gate, and the LoadBalancer allowlist, are stack keys: infra.config
+        # checked them before the program registered anything.
         if self.canary_image is not None:
             check(self.canary_weight is not None, "ServingArgs.canary_weight", None, "required with a canary image")
-            images.append(("ServingArgs.canary_image", self.canary_image))
-        for key, ref in images:
-            _, digest = parse_image(ref, key)
-            ok, reason = gate_decision(digest, self.scan_results_dir, self.allow_unscanned)
-            if not ok:
-                raise StackConfigError(f"{key}: {ref}: scan gate: {reason}")
 
     @property
     def port(self) -> int:

@@ -9,7 +9,7 @@ preview raises the proxy's UnknownValueError, which the pack reports as "can't r
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from llmrack import catalog
@@ -147,7 +147,7 @@ def _matches(selector: dict[str, Any], labels: dict[str, Any]) -> bool:
     return bool(match) and all(labels.get(k) == v for k, v in match.items())
 
 
-def pdb_in_prod(resources: list[tuple[str, dict[str, Any]]]) -> list[str]:
+def pdb_in_prod(resources: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
     """Every prod Deployment (label llmrack.io/environment=prod) is covered by a PodDisruptionBudget."""
     budgets = [props for rtype, props in resources if rtype == PDB]
     problems = []

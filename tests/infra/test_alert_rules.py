@@ -33,7 +33,7 @@ def _ansible_rules(deployment: dict[str, Any] | None) -> dict[str, str]:
     if deployment is not None:
         variables["llmrack_deployment"] = deployment
     text = env.from_string((ROLE / "templates" / "llmrack.rules.yml.j2").read_text()).render(variables)
-    return {r["alert"]: r["expr"] for g in yaml.safe_load(text)["groups"] for r in g["rules"]}
+    return {r["alert"]: r["expr"] for g in yaml.safe_load(text)["groups"] for r in g["rules"] if "alert" in r}
 
 
 def _threshold(expr: str) -> float:
@@ -71,7 +71,7 @@ def test_ansible_queue_alert_without_a_spec_uses_the_default_max_queue() -> None
 
 
 def test_temperature_threshold_is_the_contract_s_in_every_rule() -> None:
-    shared = {r["alert"]: r["expr"] for g in alerts.shared_rules()["groups"] for r in g["rules"]}
+    shared = {r["alert"]: r["expr"] for g in alerts.shared_rules()["groups"] for r in g["rules"] if "alert" in r}
     for name in ("LlmrackGpuTemperatureHigh", "LlmrackNpuTemperatureHigh"):
         assert _threshold(shared[name]) == alerts.ACCELERATOR_TEMP_CELSIUS
     assert _threshold(_ansible_rules(None)["AcceleratorHot"]) == alerts.ACCELERATOR_TEMP_CELSIUS

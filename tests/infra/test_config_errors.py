@@ -55,7 +55,11 @@ CASES = [
     ("API keys in plain text", "dev", {}, {"secrets": {}, "plain": {"llmrack:apiKeys": ["k"]}},
      ["llmrack:apiKeys", "must be a Pulumi secret"]),
     ("missing kubeconfig secret", "prod", {}, {"secrets": {"llmrack:apiKeys": ["k"]}}, ["llmrack:kubeconfig"]),
-    ("unknown key", "dev", {"llmrack:serving": {"namespce": "x"}}, {}, ["llmrack:serving.namespce", "unknown key"]),
+    ("unknown key", "dev", {"llmrack:serving": {"namespce": "x"}}, {},
+     ["llmrack:serving.namespce", "unknown key; did you mean 'namespace'?"]),
+    # Stack keys are camelCase: the suggestion and the allowed keys are spelled as the stack file spells them.
+    ("unknown nested key", "dev", {"llmrack:serving": {"modelVolume": {"kind": "pvc", "sizeGb": 10}}}, {},
+     ["llmrack:serving.modelVolume.sizeGb", "did you mean 'sizeGib'?", "claimName"]),
 ]
 
 

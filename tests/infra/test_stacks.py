@@ -173,7 +173,7 @@ def test_prod_aws_fleet_with_efa_load_balancer_autoscaler(scan_results: Path) ->
     jobs = [c["job_name"] for c in stack_values["prometheus"]["prometheusSpec"]["additionalScrapeConfigs"]]
     assert jobs == ["llmrack-serving", "dcgm-exporter"]
     rule_files = stack_values["additionalPrometheusRulesMap"]
-    alerts = {r["alert"] for name in ("llmrack-shared", "llmrack-deployment") for g in rule_files[name]["groups"]
+    alerts = {r.get("alert") for name in ("llmrack-shared", "llmrack-deployment") for g in rule_files[name]["groups"]
               for r in g["rules"]}
     assert {"LlmrackGpuXidError", "LlmrackGpuEccUncorrectable", "LlmrackGpuTemperatureHigh",
             "LlmrackQueueNearLimit", "LlmrackTimeToFirstTokenHigh"} <= alerts

@@ -13,6 +13,7 @@ from typing import Any
 from ansible.errors import AnsibleFilterError
 
 from llmrack import catalog
+from llmrack.contracts import alerts
 from llmrack.contracts.serving_command import (
     NodeKind,
     ServingCommandError,
@@ -20,6 +21,7 @@ from llmrack.contracts.serving_command import (
     api_key_file_content,
     render,
 )
+from llmrack.contracts.serving_defaults import DEFAULT_MAX_QUEUE
 from llmrack.errors import LlmrackError
 from llmrack.plan import plan_or_raise
 from llmrack.spec import DeploymentSpec, parse_spec
@@ -70,6 +72,13 @@ def unscanned_allowed(data: Any) -> bool:
     return _spec(data).unscanned_images_allowed
 
 
+def queue_alert_threshold(data: Any, ratio: float) -> int:
+    """The queue alert's threshold for the spec's serving.max_queue (llmrack.contracts.alerts); no spec: the
+    default max_queue."""
+    max_queue = _spec(data).serving.max_queue if data else DEFAULT_MAX_QUEUE
+    return alerts.queue_alert_threshold(max_queue, float(ratio))
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -79,4 +88,5 @@ class FilterModule:
             "llmrack_serving_port": serving_port,
             "llmrack_devices_per_node": devices_per_node,
             "llmrack_unscanned_allowed": unscanned_allowed,
+            "llmrack_queue_alert_threshold": queue_alert_threshold,
         }
