@@ -19,6 +19,7 @@ import pulumi_kubernetes as k8s
 from infra.components._args import check
 from llmrack.contracts import alerts
 from llmrack.contracts.metrics import NUM_REQUESTS_WAITING as QUEUE_METRIC
+from llmrack.contracts.metrics import VARIANT_LABEL
 
 MONITORING_DIR = Path(__file__).resolve().parent.parent / "monitoring"
 DASHBOARDS_DIR = MONITORING_DIR / "dashboards"
@@ -54,6 +55,8 @@ def scrape_configs(serving_namespace: str, vendor: str) -> list[dict[str, Any]]:
                 {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
                 {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
                 {"source_labels": ["__meta_kubernetes_pod_label_llmrack_io_track"], "target_label": "track"},
+                # stable | canary under the name the rack's Prometheus uses too: `llmrack canary judge` reads either.
+                {"source_labels": ["__meta_kubernetes_pod_label_llmrack_io_track"], "target_label": VARIANT_LABEL},
             ],
         },
         {

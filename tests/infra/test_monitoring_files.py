@@ -25,3 +25,14 @@ def test_dashboards_are_grafana_json_with_panels() -> None:
     for text in dashboards.values():
         data = json.loads(text)
         assert data["uid"].startswith("llmrack-") and all(p["targets"] for p in data["panels"])
+
+
+def test_serving_pods_carry_the_variant_label_the_canary_judge_reads() -> None:
+    from llmrack.contracts.metrics import VARIANT_LABEL
+    from llmrack.observe.canary import CANARY, STABLE
+
+    serving = next(c for c in monitoring.scrape_configs("ns", "nvidia") if c["job_name"] == "llmrack-serving")
+    relabel = {r["target_label"]: r["source_labels"] for r in serving["relabel_configs"] if "target_label" in r}
+    # The Deployments' track label (stable | canary) becomes `variant`, as on racks: the judge's defaults match.
+    assert relabel[VARIANT_LABEL] == ["__meta_kubernetes_pod_label_llmrack_io_track"]
+    assert f'{VARIANT_LABEL}="stable"' == STABLE and f'{VARIANT_LABEL}="canary"' == CANARY
