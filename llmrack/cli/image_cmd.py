@@ -19,15 +19,16 @@ app = typer.Typer(help="Serving images: build (offline), SBOM, and the vulnerabi
 
 @app.command("build")
 def build(
-    variant: str = typer.Option("cpu", "--variant", help="cpu | cuda | ascend (images/<variant>.Containerfile)"),
+    variant: str = typer.Option("cpu", "--variant", help="cpu | cuda | ascend, or vLLM: cpu-vllm | cuda-vllm | "
+                                "ascend-vllm (images/<variant>.Containerfile)"),
     out: Path = typer.Option(..., "--out", help="directory for the OCI archive, the SBOM and image.json"),
     cache_dir: Path | None = typer.Option(None, "--cache-dir",
                                           help="cache for the Debian base, wheels and build context "
                                                "[default: $LLMRACK_CACHE_DIR/images or ~/.cache/llmrack/images]"),
     source: Path | None = typer.Option(None, "--source", help="llmrack checkout to build [default: this one]"),
     base_image: str | None = typer.Option(None, "--base-image",
-                                          help="base image by digest (NAME@sha256:...); cpu default: a local "
-                                               "debootstrap of Debian 12"),
+                                          help="base image by digest (NAME@sha256:...); cpu and cpu-vllm "
+                                               "default: a local debootstrap of Debian 12"),
     apt_mirror: str = typer.Option("http://deb.debian.org/debian", "--apt-mirror", envvar="LLMRACK_APT_MIRROR",
                                    help="Debian mirror for debootstrap and apt inside the build"),
     security_mirror: str = typer.Option("http://deb.debian.org/debian-security", "--security-mirror",

@@ -29,10 +29,13 @@ from pathlib import Path
 
 from llmrack import __version__
 from llmrack.errors import LlmrackError, UsageError
+from llmrack.images import vllm as vllm_images
 from llmrack.images.sbom import write_sbom
 from llmrack.scan.oci import open_image
 
-VARIANTS = ("cpu", "cuda", "ascend")
+VARIANTS = ("cpu", "cuda", "ascend", *vllm_images.ENGINES)
+# Variants built on the local debootstrapped Debian base when no --base-image is given.
+LOCAL_BASE_VARIANTS = ("cpu", "cpu-vllm")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 DEFAULT_SUITE = "bookworm"
@@ -206,6 +209,56 @@ def ensure_wheelhouse(run: _Runner, cache_dir: Path, requirements: list[str]) ->
     return house
 
 
+def _vllm_houses(run: _Runner, opts: BuildOptions) -> dict[str, Path | list[Path]]:
+    """torch/, deps/ and engine/ of a vLLM variant: the engine wheel `--no-deps`, its requirements resolved once
+    on the host together with torch (one consistent set), minus what does not load (llmrack.images.vllm)."""
+    dist = vllm_images.engine(opts.variant)
+    engine_house = opts.cache_dir / "wheels" / f"engine-{dist.distribution}-{dist.version}"
+    stamp = engine_house / ".complete"
+    if not stamp.exists():
+        engine_house.mkdir(parents=True, exist_ok=True)
+        run.log(f"downloading {dist.requirement} (once; cached)")
+        run.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                 "--dest", str(engine_house), dist.requirement], what="pip download")
+        if dist.needs_metadata:
+            vllm_images.metadata_wheel(engine_house, dist)
+        stamp.write_text(dist.requirement + "\n")
+    prefix = dist.distribution.replace("-", "_") + "-"
+    engine_wheel = next(p for p in engine_house.glob("*.whl") if p.name.startswith(prefix))
+    torch = opts.torch or _host_torch()
+    # torch is the build host's (its CPU build, or --torch), whatever exact build the engine's metadata names.
+    requirements = [r for r in vllm_images.engine_requirements(engine_wheel, (*dist.excluded, "torch"))]
+    deps = ensure_wheelhouse(run, opts.cache_dir, [torch, *opts.extra_wheels, *requirements])
+    wheels = sorted(deps.glob("*.whl"))
+    torch_wheels = [w for w in wheels if vllm_images.wheel_name(w) == "torch"]
+    rest = [w for w in wheels if vllm_images.wheel_name(w) not in {"torch", *dist.excluded}]
+    return {"torch": torch_wheels, "deps": rest, "engine": sorted(engine_house.glob("*.whl"))}
+
+
+def vllm_venv(dest: Path, log: Callable[[str], None], variant: str = "cpu-vllm",
+              cache_dir: Path | None = None) -> Path:
+    """A virtualenv on this host with exactly the wheels the `variant` image gets (for `llmrack bench serve
+    --engine vllm`); created once, returns its `vllm` executable."""
+    exe = dest / "bin" / "vllm"
+    if (dest / ".complete").exists() and exe.exists():
+        return exe
+    cache = cache_dir or default_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    run = _Runner(cache, log)
+    opts = BuildOptions(variant=variant, out=dest, cache_dir=cache, source_dir=default_source_dir())
+    houses = _vllm_houses(run, opts)
+    shutil.rmtree(dest, ignore_errors=True)
+    log(f"creating {dest} with {variant}'s wheels (once; a few minutes)")
+    run.run([sys.executable, "-m", "venv", str(dest)], what="python -m venv")
+    pip = [str(dest / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-index", "--no-deps"]
+    for sub in ("torch", "deps", "engine"):
+        wheels = houses[sub]
+        assert isinstance(wheels, list)
+        run.run([*pip, *map(str, wheels)], what=f"pip install ({sub})")
+    (dest / ".complete").write_text(variant + "\n")
+    return exe
+
+
 def build_project_wheel(run: _Runner, source_dir: Path, dest: Path) -> Path:
     """The llmrack wheel, reproducible (SOURCE_DATE_EPOCH = last commit) so an unchanged tree keeps its layer."""
     shutil.rmtree(dest, ignore_errors=True)
@@ -240,12 +293,13 @@ def _git(source_dir: Path, *args: str) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
-def _stage_context(ctx: Path, houses: dict[str, Path], wheel_dir: Path, extra_ca: list[Path]) -> None:
+def _stage_context(ctx: Path, houses: dict[str, Path | list[Path]], wheel_dir: Path, extra_ca: list[Path]) -> None:
+    """`houses`: context directory -> a wheelhouse (all its wheels) or the wheels themselves."""
     for sub in (*houses, "ca"):
         shutil.rmtree(ctx / sub, ignore_errors=True)
         (ctx / sub).mkdir(parents=True)
     for sub, house in houses.items():
-        for whl in house.glob("*.whl"):
+        for whl in house if isinstance(house, list) else house.glob("*.whl"):
             if whl.name.startswith("llmrack-"):
                 continue
             try:
@@ -286,7 +340,7 @@ def _build(opts: BuildOptions, log: Callable[[str], None]) -> BuildResult:
         raise UsageError(f"{containerfile} not found", hint="run from the llmrack checkout or give --source DIR")
     if opts.base_image is not None and "@sha256:" not in opts.base_image:
         raise UsageError(f"--base-image {opts.base_image!r} must be pinned by digest (NAME@sha256:...)")
-    if opts.variant != "cpu" and opts.base_image is None:
+    if opts.variant not in LOCAL_BASE_VARIANTS and opts.base_image is None:
         raise UsageError(f"the {opts.variant} variant needs --base-image (its vendor runtime image, by digest)",
                          hint=f"see images/{opts.variant}.Containerfile and docs/images.md")
     podman = _need("podman", "podman")
@@ -301,14 +355,22 @@ def _build(opts: BuildOptions, log: Callable[[str], None]) -> BuildResult:
     timings["base"] = time.monotonic() - t
 
     t = time.monotonic()
-    # torch apart from the rest: its layer (most of the image) then survives changes to other dependencies.
-    houses = {
-        "torch": ensure_wheelhouse(run, opts.cache_dir, [opts.torch or _host_torch()]),
-        "deps": ensure_wheelhouse(run, opts.cache_dir, [*opts.extra_wheels, *_project_requirements(opts.source_dir)]),
-    }
     ctx = opts.cache_dir / "context" / opts.variant
-    wheel = build_project_wheel(run, opts.source_dir, opts.cache_dir / "context" / f"{opts.variant}-app")
-    _stage_context(ctx, houses, wheel.parent, opts.extra_ca)
+    app_dir = opts.cache_dir / "context" / f"{opts.variant}-app"
+    houses: dict[str, Path | list[Path]]
+    if opts.variant in vllm_images.ENGINES:
+        houses = _vllm_houses(run, opts)
+        shutil.rmtree(app_dir, ignore_errors=True)
+        app_dir.mkdir(parents=True)  # the vLLM image runs `vllm serve`: no llmrack code in it
+    else:
+        # torch apart from the rest: its layer (most of the image) then survives changes to other dependencies.
+        houses = {
+            "torch": ensure_wheelhouse(run, opts.cache_dir, [opts.torch or _host_torch()]),
+            "deps": ensure_wheelhouse(run, opts.cache_dir,
+                                      [*opts.extra_wheels, *_project_requirements(opts.source_dir)]),
+        }
+        build_project_wheel(run, opts.source_dir, app_dir)
+    _stage_context(ctx, houses, app_dir, opts.extra_ca)
     timings["wheels"] = time.monotonic() - t
 
     t = time.monotonic()

@@ -60,7 +60,8 @@ def source_key() -> str:
         root = SOURCE_ROOT / name
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         for f in files:
-            if "__pycache__" in f.parts or f.suffix == ".pyc":
+            # The vLLM Containerfiles build other images (the lab's cpu-vllm has a key of its own).
+            if "__pycache__" in f.parts or f.suffix == ".pyc" or f.name.endswith("-vllm.Containerfile"):
                 continue
             digest.update(str(f.relative_to(SOURCE_ROOT)).encode())
             digest.update(f.read_bytes())

@@ -57,7 +57,8 @@ class Target:
         ev = gather(self.host, self.name, level, self.exp.python, self.exp.probe_image)
         if self.exp.serving_url:
             model = self.exp.spec.model.label if self.exp.spec else None
-            ev.items["serving"] = serving_probe.probe(self.exp.serving_url, self.exp.api_keys, model)
+            ev.items["serving"] = serving_probe.probe(self.exp.serving_url, self.exp.api_keys, model,
+                                                      ready=serving_probe.ready_path(self.exp.spec))
         return ev
 
     def evidence(self) -> Evidence:

@@ -9,6 +9,11 @@ from typing import Any
 
 import httpx
 
+from llmrack import catalog
+from llmrack.contracts.serving_command import READY_PATH, Engine, ServingCommandError
+from llmrack.errors import LlmrackError
+from llmrack.plan import plan
+from llmrack.spec import DeploymentSpec
 from llmrack.validation.evidence import Item
 
 PROMPT = "The capital of France is"
@@ -21,12 +26,23 @@ def _call(client: httpx.Client, method: str, path: str, key: str | None, **kwarg
     return {"status": resp.status_code, "seconds": time.perf_counter() - start, "body": resp.text[:2000]}
 
 
-def probe(url: str, api_keys: tuple[str, ...], model: str | None, timeout: float = 60.0) -> Item:
-    out: dict[str, Any] = {"url": url}
+def ready_path(spec: DeploymentSpec | None) -> str:
+    """Where the spec's engine says it is ready (llmrack.contracts.serving_command): /ready, or vLLM's /health."""
+    if spec is None:
+        return READY_PATH[Engine.llmrack]
+    try:
+        return READY_PATH[spec.engine_choice(plan(spec.plan_request(), catalog.accelerator(spec.accelerator))).engine]
+    except (LlmrackError, ServingCommandError):
+        return READY_PATH[Engine.llmrack]
+
+
+def probe(url: str, api_keys: tuple[str, ...], model: str | None, timeout: float = 60.0,
+          ready: str = READY_PATH[Engine.llmrack]) -> Item:
+    out: dict[str, Any] = {"url": url, "ready_path": ready}
     key = api_keys[0] if api_keys else None
     try:
         with httpx.Client(base_url=url.rstrip("/"), timeout=timeout) as client:
-            out["ready"] = _call(client, "GET", "/ready", None)
+            out["ready"] = _call(client, "GET", ready, None)
             out["no_key"] = _call(client, "GET", "/v1/models", None)
             out["wrong_key"] = _call(client, "GET", "/v1/models", "llmrack-validation-not-a-key")
             out["good_key"] = _call(client, "GET", "/v1/models", key)

