@@ -12,6 +12,9 @@
                                       (`llmrack drift` gives the PSI per histogram); not a quality signal
     (gateway)                  0      no serving node left behind the gateway (HAProxy's active servers)
 
+vLLM serves under its own metric names (vllm:*): the group llmrack-engine-vllm records them under llmrack's,
+so the rules below, the dashboards and the autoscaler work for both engines (`vllm_recording_rules`).
+
 One rule file, infra/monitoring/alerts.yml, is generated from `shared_rules()` (`python -m llmrack.contracts.alerts
 > infra/monitoring/alerts.yml`; a test fails when the file and this module differ). The Pulumi monitoring
 component loads it into kube-prometheus-stack and the Ansible monitoring role installs it on racks
@@ -36,7 +39,9 @@ import yaml
 from llmrack.contracts.metrics import (
     REQUEST_PROMPT_TOKENS,
     TIME_TO_FIRST_TOKEN,
+    VLLM_EQUIVALENTS,
     VLLM_REQUEST_PROMPT_TOKENS,
+    vllm_series,
 )
 
 ACCELERATOR_TEMP_CELSIUS = 85
@@ -120,6 +125,7 @@ def shared_rules() -> dict[str, Any]:
               "units and a rollout that may have stopped half way.", "1m"),
     ]
     return {"groups": [{"name": "llmrack-accelerators", "rules": accelerators},
+                       {"name": "llmrack-engine-vllm", "rules": vllm_recording_rules()},
                        {"name": "llmrack-serving", "rules": serving},
                        {"name": "llmrack-gateway", "rules": gateway}]}
 
@@ -130,6 +136,14 @@ def _mean_prompt_tokens(window: str, offset: str | None = None) -> str:
     shift = f" offset {offset}" if offset else ""
     return (f"(sum(rate({names % ('sum', 'sum')}[{window}]{shift})) / "
             f"sum(rate({names % ('count', 'count')}[{window}]{shift})))")
+
+
+def vllm_recording_rules() -> list[dict[str, Any]]:
+    """vLLM's serving series recorded under llmrack's names (llmrack.contracts.metrics.VLLM_EQUIVALENTS), labels
+    kept: every rule, dashboard and the autoscaler's queue metric written against llmrack_* then covers both
+    engines. A node runs one engine, so a recorded series never meets an llmrack one with the same labels."""
+    return [{"record": ours, "expr": theirs}
+            for name in VLLM_EQUIVALENTS for ours, theirs in vllm_series(name)]
 
 
 def render_shared_rules() -> str:

@@ -64,6 +64,29 @@ VLLM_INTER_TOKEN_LATENCY = "vllm:inter_token_latency_seconds"
 VLLM_REQUEST_PROMPT_TOKENS = "vllm:request_prompt_tokens"
 VLLM_REQUEST_GENERATION_TOKENS = "vllm:request_generation_tokens"
 VLLM_REQUEST_SUCCESS = "vllm:request_success"
+VLLM_E2E_REQUEST_LATENCY = "vllm:e2e_request_latency_seconds"
+VLLM_REQUEST_QUEUE_TIME = "vllm:request_queue_time_seconds"
+VLLM_NUM_REQUESTS_RUNNING = "vllm:num_requests_running"
+VLLM_NUM_REQUESTS_WAITING = "vllm:num_requests_waiting"
+VLLM_KV_CACHE_USAGE = "vllm:kv_cache_usage_perc"  # a 0-1 ratio despite the name
+VLLM_PROMPT_TOKENS = "vllm:prompt_tokens"
+VLLM_GENERATION_TOKENS = "vllm:generation_tokens"
+# llmrack name -> vLLM name of the same quantity, same labels (model_name, finished_reason). The one rule set
+# (llmrack.contracts.alerts) records each vLLM series under its llmrack name, so alerts, dashboards and the
+# autoscaler's queue metric read one set of names whichever engine serves. The per-request token histograms are
+# left out: the drift and prompt-length queries read both engines' names themselves.
+VLLM_EQUIVALENTS = {
+    TIME_TO_FIRST_TOKEN: VLLM_TIME_TO_FIRST_TOKEN,
+    INTER_TOKEN_LATENCY: VLLM_INTER_TOKEN_LATENCY,
+    E2E_REQUEST_LATENCY: VLLM_E2E_REQUEST_LATENCY,
+    REQUEST_QUEUE_TIME: VLLM_REQUEST_QUEUE_TIME,
+    NUM_REQUESTS_RUNNING: VLLM_NUM_REQUESTS_RUNNING,
+    NUM_REQUESTS_WAITING: VLLM_NUM_REQUESTS_WAITING,
+    KV_CACHE_USAGE: VLLM_KV_CACHE_USAGE,
+    PROMPT_TOKENS: VLLM_PROMPT_TOKENS,
+    GENERATION_TOKENS: VLLM_GENERATION_TOKENS,
+    REQUEST_SUCCESS: VLLM_REQUEST_SUCCESS,
+}
 
 ACCELERATOR_UP = "llmrack_accelerator_up"
 ACCELERATOR_COUNT = "llmrack_accelerator_count"
@@ -75,6 +98,17 @@ SERVING_HISTOGRAMS = (TIME_TO_FIRST_TOKEN, INTER_TOKEN_LATENCY, E2E_REQUEST_LATE
                       REQUEST_PROMPT_TOKENS, REQUEST_GENERATION_TOKENS)
 SERVING_GAUGES = (NUM_REQUESTS_RUNNING, NUM_REQUESTS_WAITING, KV_CACHE_USAGE)
 SERVING_COUNTERS = (PROMPT_TOKENS, GENERATION_TOKENS, REQUEST_SUCCESS, REQUEST_FAILURE)
+
+
+def vllm_series(name: str) -> list[tuple[str, str]]:
+    """(llmrack series, vLLM series) pairs of one quantity as Prometheus stores them: a histogram's _bucket,
+    _sum and _count, a counter's _total, a gauge itself."""
+    vllm = VLLM_EQUIVALENTS[name]
+    if name in SERVING_HISTOGRAMS:
+        return [(f"{name}_{s}", f"{vllm}_{s}") for s in ("bucket", "sum", "count")]
+    if name in SERVING_COUNTERS:
+        return [(counter_series(name), counter_series(vllm))]
+    return [(name, vllm)]
 
 
 def counter_series(name: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from infra.components import monitoring
+from llmrack.contracts import metrics
 
 
 def test_alert_rules_cover_the_required_conditions() -> None:
@@ -15,8 +16,17 @@ def test_alert_rules_cover_the_required_conditions() -> None:
     for metric in ("DCGM_FI_DEV_XID_ERRORS", "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "DCGM_FI_DEV_GPU_TEMP",
                    "npu_chip_info_temperature", "llmrack_num_requests_waiting", "llmrack_time_to_first_token_seconds"):
         assert metric in exprs
-    for rule in rules:
+    for rule in (r for r in rules if "alert" in r):
         assert rule["labels"]["severity"] in ("warning", "critical") and rule["annotations"]["summary"]
+
+
+def test_one_rule_set_covers_both_engines_metric_names() -> None:
+    """vLLM's series are recorded under the llmrack names every alert, dashboard and the autoscaler read."""
+    recorded = {r["record"]: r["expr"] for g in monitoring.load_rules()["groups"] for r in g["rules"] if "record" in r}
+    for name in (metrics.NUM_REQUESTS_WAITING, metrics.KV_CACHE_USAGE):
+        assert recorded[name] == metrics.VLLM_EQUIVALENTS[name]
+    assert recorded[f"{metrics.TIME_TO_FIRST_TOKEN}_bucket"] == "vllm:time_to_first_token_seconds_bucket"
+    assert recorded[metrics.counter_series(metrics.GENERATION_TOKENS)] == "vllm:generation_tokens_total"
 
 
 def test_dashboards_are_grafana_json_with_panels() -> None:
