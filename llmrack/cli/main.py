@@ -11,7 +11,7 @@ import sys
 import typer
 
 from llmrack import __version__
-from llmrack.cli import (  # serving layer (issue 3)
+from llmrack.cli import (
     bench_cmd,
     canary_cmd,
     catalog_cmd,

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import pytest
 
+from llmrack.contracts.scan_results import ScanResult, ScanStatus, results_path
 from tests.infra.harness import stack_config
 
 
@@ -19,14 +19,14 @@ STACKS = ("dev", "staging", "prod")
 
 
 def record(results_dir: Path, ref: str, status: str) -> None:
-    """A scan result as the images part records it (CONTRACTS.md: scan-results/<digest-hex>.json)."""
+    """A scan result where `llmrack scan` records it (the layout of llmrack.contracts.scan_results)."""
     digest = ref.split("@", 1)[1]
     blocking = [{"id": "CVE-2024-0001", "severity": "Critical"}] if status == "failed" else []
-    path = results_dir / "scan-results" / f"{digest.split(':', 1)[1]}.json"
+    result = ScanResult(digest=digest, status=ScanStatus(status), policy="default",
+                        scanned_at=dt.datetime(2026, 11, 1, tzinfo=dt.UTC), blocking=blocking)
+    path = results_path(results_dir, digest)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"digest": digest, "status": status, "policy": "default",
-                                "scanned_at": dt.datetime(2026, 11, 1, tzinfo=dt.UTC).isoformat(),
-                                "blocking": blocking}))
+    path.write_text(result.model_dump_json())
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ def junit_cases(path: Path) -> list[ET.Element]:
 
 def write_inventory(where: Path, hosts: dict[str, dict[str, Any]], groups: dict[str, list[str]],
                     deployment: dict[str, Any], group_vars: dict[str, Any] | None = None) -> Path:
-    """An inventory in the CONTRACTS.md shape: hosts.yml + group_vars/all/deployment.yml."""
+    """An inventory in the shape of llmrack.contracts.inventory: hosts.yml + group_vars/all/deployment.yml."""
     children = {g: {"hosts": {h: hosts.get(h, {}) for h in members}} for g, members in groups.items()}
     serving = {g: {} for g in children if g in ("nvidia_nodes", "ascend_nodes", "cpu_nodes")}
     inv = {"all": {"children": {"serving_nodes": {"children": serving}, **children}}}
