@@ -1,8 +1,8 @@
-"""Simulated accelerators for lab nodes: builds the stub installers of tests/fixtures/sim into the lab's mirror.
+"""Simulated accelerators for lab nodes: builds the stub installers of llmrack/lab/data/sim into the lab's mirror.
 
-The stubs exist only in the source tree's test fixtures; a lab node of a sim-* profile also gets the
-hardware description its stub tools answer from. The roles never know: they install from the mirror and
-query nvidia-smi / npu-smi as on a rack.
+The stubs ship as package data of the lab (an installed llmrack runs its own lab) and are used nowhere else; a lab
+node of a sim-* profile also gets the hardware description its stub tools answer from. The roles never know: they
+install from the mirror and query nvidia-smi / npu-smi as on a rack.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 from llmrack.errors import LlmrackError
 from llmrack.lab.state import Profile
 
-SIM_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "sim"
+SIM_DIR = Path(__file__).resolve().parent / "data" / "sim"
 HARDWARE_PATH_ON_NODE = "/etc/llmrack-sim/hardware.json"
 PAYLOAD_MARK = "__LLMRACK_SIM_PAYLOAD__"
 
-# fixture directory -> (mirror subdirectory, file name pattern)
+# asset directory -> (mirror subdirectory, file name pattern)
 RUN_INSTALLERS = {
     "nvidia-driver": ("nvidia", "NVIDIA-Linux-x86_64-{v}.run"),
     "ascend-driver": ("ascend", "Ascend-hdk-910b-npu-driver_{v}_linux-x86-64.run"),
@@ -36,7 +36,8 @@ RUN_INSTALLERS = {
 
 def sim_dir() -> Path:
     if not (SIM_DIR / "versions.json").exists():
-        raise LlmrackError(f"simulated-accelerator fixtures not found at {SIM_DIR} (sim profiles need the source tree)")
+        raise LlmrackError(f"simulated-accelerator assets not found at {SIM_DIR}: the llmrack installation is "
+                           "incomplete; reinstall it (pip install llmrack, or `make lab` in a checkout)")
     return SIM_DIR
 
 
@@ -65,11 +66,11 @@ def _tar_dir(src: Path) -> bytes:
 
 
 def _run_installer(src: Path, version: str) -> str:
-    """A makeself-like shell installer: header + base64 tarball of the fixture directory."""
+    """A makeself-like shell installer: header + base64 tarball of the asset directory."""
     payload = base64.encodebytes(_tar_dir(src)).decode()
     return (
         "#!/bin/sh\n"
-        f"# Simulated installer built by `llmrack lab` from tests/fixtures/sim/{src.name} (lab only).\n"
+        f"# Simulated installer built by `llmrack lab` from llmrack/lab/data/sim/{src.name} (lab only).\n"
         "set -e\n"
         f"SIM_VERSION={version}\n"
         "TMP=$(mktemp -d)\ntrap 'rm -rf \"$TMP\"' EXIT\n"

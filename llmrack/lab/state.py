@@ -15,7 +15,7 @@ SSH_PORT_BASE = 22
 
 
 class Profile(StrEnum):
-    """What a node pretends to be; sim-* nodes get stub tools before Ansible runs (tests/fixtures/sim)."""
+    """What a node pretends to be; sim-* nodes get stub tools before Ansible runs (llmrack/lab/data/sim)."""
 
     cpu = "cpu"
     sim_a100 = "sim-a100"
@@ -23,7 +23,7 @@ class Profile(StrEnum):
 
 
 GROUP_OF_PROFILE = {Profile.cpu: CPU_GROUP, Profile.sim_a100: NVIDIA_GROUP, Profile.sim_ascend: ASCEND_GROUP}
-# The catalog part each simulated board stands for (tests/fixtures/sim/hardware/<profile>.json): what the
+# The catalog part each simulated board stands for (llmrack/lab/data/sim/hardware/<profile>.json): what the
 # validation suite judges the node against, as `llmrack_accelerator` does for a rack's host.
 ACCELERATOR_OF_PROFILE = {Profile.sim_a100: "a100-80g", Profile.sim_ascend: "ascend-910b"}
 

@@ -1,4 +1,4 @@
-"""The lab's simulated accelerator tools (tests/fixtures/sim) answer everything the validation suite asks, so its
+"""The lab's simulated accelerator tools (llmrack/lab/data/sim) answer everything the validation suite asks, so its
 GPU/NPU checks judge a simulated node for real: a healthy sim board passes, each fault a hardware description
 sets fails the check that should catch it, and nothing else.
 
