@@ -221,7 +221,7 @@ class ServingStack(pulumi.ComponentResource):
             {"name": "api-keys", "secret": {"secretName": secret.metadata["name"], "defaultMode": 0o440}},
             {"name": "tmp", "emptyDir": {}},
         ]
-        if args.tensor_parallel > 1:
+        if cmd.shared_memory:
             # NCCL/HCCL pass tensors between ranks through shared memory; the runtime's default 64 MiB
             # /dev/shm makes multi-device serving fail or crawl.
             mounts.append({"name": "dshm", "mountPath": "/dev/shm"})

@@ -186,6 +186,9 @@ class ServingCommand:
     startup_timeout_s: int = 300
     metrics_prefix: str = "llmrack_"
     api_key_file: str | None = None  # inside the container, under API_KEYS_DIR
+    # Ranks of one replica pass tensors through /dev/shm (NCCL/HCCL, vLLM's message queues and CPU all-reduce):
+    # the container runtime's default 64 MiB /dev/shm makes multi-device serving fail or crawl.
+    shared_memory: bool = False
 
     @property
     def api_key_file_name(self) -> str:
@@ -205,7 +208,7 @@ class ServingCommand:
             "args": list(self.args), "argv": list(self.argv), "env": dict(self.env), "port": self.port,
             "ready_path": self.ready_path, "health_path": self.health_path,
             "startup_timeout_s": self.startup_timeout_s, "metrics_prefix": self.metrics_prefix,
-            "api_key_file": self.api_key_file,
+            "api_key_file": self.api_key_file, "shared_memory": self.shared_memory,
         }
 
 
@@ -299,6 +302,7 @@ def _vllm(i: ServingInputs, choice: EngineChoice) -> ServingCommand:
         engine=Engine.vllm, choice=choice, program=VLLM_PROGRAM, args=tuple(args), env=env, port=i.port,
         ready_path=READY_PATH[Engine.vllm], startup_timeout_s=STARTUP_TIMEOUT_S[Engine.vllm][i.node],
         metrics_prefix=METRICS_PREFIX[Engine.vllm], api_key_file=keys,
+        shared_memory=i.tensor_parallel * i.pipeline_parallel > 1,
     )
 
 

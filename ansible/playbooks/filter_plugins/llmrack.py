@@ -15,6 +15,7 @@ from ansible.errors import AnsibleFilterError
 from llmrack import catalog
 from llmrack.contracts import alerts
 from llmrack.contracts.serving_command import (
+    READY_PATH,
     NodeKind,
     ServingCommandError,
     ServingInputs,
@@ -47,6 +48,16 @@ def serving_command(data: Any, device: str, model_mount: str, api_keys: bool = T
                                          cpu_cores=int(cpu_cores) if cpu_cores else None)
         return render(inputs).to_dict()
     except (LlmrackError, ServingCommandError) as exc:
+        raise AnsibleFilterError(f"group_vars llmrack_deployment: {exc}") from None
+
+
+def ready_path(data: Any) -> str:
+    """Where the spec's engine answers once it can take requests: /ready (llmrack), /health (vLLM)."""
+    spec = _spec(data)
+    try:
+        plan = plan_or_raise(spec.plan_request(), catalog.accelerator(spec.accelerator))
+        return READY_PATH[spec.engine_choice(plan).engine]
+    except LlmrackError as exc:
         raise AnsibleFilterError(f"group_vars llmrack_deployment: {exc}") from None
 
 
@@ -84,6 +95,7 @@ class FilterModule:
         return {
             "llmrack_serving_command": serving_command,
             "llmrack_api_keys_file": api_keys_file,
+            "llmrack_ready_path": ready_path,
             "llmrack_served_name": served_name,
             "llmrack_serving_port": serving_port,
             "llmrack_devices_per_node": devices_per_node,
