@@ -75,7 +75,7 @@ def write_model(where: Path, layers: int, hidden: int, context: int) -> Path:
     heads = max(1, hidden // 128)
     config = Qwen2Config(hidden_size=hidden, intermediate_size=hidden * 4, num_hidden_layers=layers,
                          num_attention_heads=heads, num_key_value_heads=max(1, heads // 4), vocab_size=32000,
-                         max_position_embeddings=max(context, 4096), torch_dtype="bfloat16")
+                         max_position_embeddings=max(context, 4096), dtype="bfloat16")
     AutoModelForCausalLM.from_config(config).save_pretrained(where)
     return where
 
@@ -95,24 +95,38 @@ def predicted(model_dir: Path, acc_name: str, context: int, concurrency: int) ->
             "fits": p.fits, "params": p.model.params}
 
 
+def load(model_dir: Path, dev: Any) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).to(dev).eval()
+
+
+def prefill(model: Any, dev: Any, context: int, concurrency: int) -> list[Any]:
+    """`concurrency` sequences of `context` tokens, one per forward (a prefill chunk of `context` tokens, as the
+    plan's workspace assumes), every KV cache kept resident as a server holding them would."""
+    import torch
+    from transformers import DynamicCache
+
+    ids = torch.randint(0, model.config.vocab_size, (concurrency, context), device=dev)
+    caches = []
+    with torch.inference_mode():
+        for i in range(concurrency):
+            cache = DynamicCache()
+            model(input_ids=ids[i:i + 1], past_key_values=cache, use_cache=True, logits_to_keep=1)
+            caches.append(cache)
+    return caches
+
+
 def measured(model_dir: Path, kind: str, context: int, concurrency: int) -> dict[str, Any]:
     import torch
-    from transformers import AutoModelForCausalLM, DynamicCache
 
     mod = getattr(torch, kind)
     dev = torch.device(kind, 0)
     mod.reset_peak_memory_stats(dev)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.bfloat16).to(dev).eval()
+    model = load(model_dir, dev)
     after_load = mod.max_memory_allocated(dev)
-    ids = torch.randint(0, model.config.vocab_size, (concurrency, context), device=dev)
-    caches = []  # every sequence's KV cache stays resident, as in a server holding `concurrency` sequences
-    with torch.inference_mode():
-        for i in range(concurrency):
-            # One sequence per forward: a prefill chunk of `context` tokens, as the plan's workspace assumes
-            # (chunked prefill of up to llmrack.plan.PREFILL_CHUNK_TOKENS).
-            cache = DynamicCache()
-            model(input_ids=ids[i:i + 1], past_key_values=cache, use_cache=True, logits_to_keep=1)
-            caches.append(cache)
+    caches = prefill(model, dev, context, concurrency)
     mod.synchronize(dev)
     return {"after_load_bytes": after_load, "peak_bytes": mod.max_memory_allocated(dev), "sequences": len(caches)}
 
@@ -126,13 +140,16 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--skip-validate", action="store_true", help="only the memory check")
     parser.add_argument("--plan-only", action="store_true",
-                        help="write the model and print the planner's prediction; no device needed")
+                        help="write the model, print the planner's prediction and run the prefill on the CPU")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="gpu-truth-"))
     out.mkdir(parents=True, exist_ok=True)
     if args.plan_only:
         model_dir = write_model(out / "model", args.layers, args.hidden, args.context)
-        print(json.dumps({"memory": predicted(model_dir, "h100", args.context, args.concurrency)}, indent=2))
+        memory = predicted(model_dir, "h100", args.context, args.concurrency)
+        # The same load and prefill on the CPU: the code path the device run takes, without its memory figures.
+        memory["cpu_prefill_sequences"] = len(prefill(load(model_dir, "cpu"), "cpu", args.context, args.concurrency))
+        print(json.dumps({"memory": memory}, indent=2))
         return 0
     kind, count, name = device()
     result: dict[str, Any] = {"device": {"kind": kind, "count": count, "name": name}}

@@ -29,6 +29,7 @@ def test_plan_only_writes_a_model_and_predicts_its_memory(tmp_path: Path) -> Non
     # Qwen2 config: 2 layers x 1 KV head x head_dim 128 x (K, V) x 2 bytes per token, 4 x 512 tokens.
     assert mem["kv_cache_bytes"] == 2 * 1 * 128 * 2 * 2 * 512 * 4
     assert mem["predicted_bytes"] == mem["weights_bytes"] + mem["kv_cache_bytes"] + mem["activation_workspace_bytes"]
+    assert mem["cpu_prefill_sequences"] == 4  # the device run's load + prefill path, run on the CPU
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the script measures instead of skipping")
