@@ -27,7 +27,9 @@ writes node exporter textfile gauges, labelled `vendor` (and `index`, `name` per
     llmrack_accelerator_up                 1 if nvidia-smi / npu-smi answered
     llmrack_accelerator_count              devices the tool lists
     llmrack_accelerator_expected           devices the inventory expects (llmrack_accelerator_count)
-    llmrack_accelerator_temperature_celsius  per device
+    llmrack_accelerator_memory_used_bytes, llmrack_accelerator_memory_total_bytes,
+    llmrack_accelerator_utilization_ratio, llmrack_accelerator_temperature_celsius,
+    llmrack_accelerator_power_watts          per device
     llmrack_accelerator_last_sample_timestamp_seconds
 """
 
@@ -93,6 +95,14 @@ ACCELERATOR_COUNT = "llmrack_accelerator_count"
 ACCELERATOR_EXPECTED = "llmrack_accelerator_expected"
 ACCELERATOR_TEMPERATURE = "llmrack_accelerator_temperature_celsius"
 ACCELERATOR_LAST_SAMPLE = "llmrack_accelerator_last_sample_timestamp_seconds"
+# Per device (labels vendor, index, name, bus_id).
+ACCELERATOR_MEMORY_USED = "llmrack_accelerator_memory_used_bytes"
+ACCELERATOR_MEMORY_TOTAL = "llmrack_accelerator_memory_total_bytes"
+ACCELERATOR_UTILIZATION = "llmrack_accelerator_utilization_ratio"
+ACCELERATOR_POWER = "llmrack_accelerator_power_watts"
+ACCELERATOR_GAUGES = (ACCELERATOR_UP, ACCELERATOR_COUNT, ACCELERATOR_EXPECTED, ACCELERATOR_LAST_SAMPLE,
+                      ACCELERATOR_MEMORY_USED, ACCELERATOR_MEMORY_TOTAL, ACCELERATOR_UTILIZATION,
+                      ACCELERATOR_TEMPERATURE, ACCELERATOR_POWER)
 
 SERVING_HISTOGRAMS = (TIME_TO_FIRST_TOKEN, INTER_TOKEN_LATENCY, E2E_REQUEST_LATENCY, REQUEST_QUEUE_TIME,
                       REQUEST_PROMPT_TOKENS, REQUEST_GENERATION_TOKENS)
