@@ -43,6 +43,23 @@ def _process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live process below `pid`, from /proc (each process's parent is field 4 of its stat line)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def _self_cpu_seconds() -> float:
     import resource
 
@@ -112,7 +129,7 @@ class _Process:
         self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  # lives as long as the server; closed in stop()
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.log, text=True, env=env)
 
-    def wait_ready(self, timeout: float = 180.0) -> None:
+    def wait_ready(self, timeout: float = 180.0, path: str = "/ready") -> None:
         import httpx
 
         deadline = time.monotonic() + timeout
@@ -121,7 +138,7 @@ class _Process:
                 self.log.seek(0)
                 raise RuntimeError(f"server exited ({self.proc.returncode}): {self.log.read()[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}{path}", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -129,7 +146,12 @@ class _Process:
         raise TimeoutError(f"{self.url} not ready after {timeout}s")
 
     def cpu_seconds(self) -> float | None:
-        return _process_cpu_seconds(self.proc.pid)
+        """The server's CPU time with its child processes' (vLLM computes in an engine process and one worker per
+        rank); None where /proc is not there."""
+        own = _process_cpu_seconds(self.proc.pid)
+        if own is None:
+            return None
+        return own + sum(_process_cpu_seconds(pid) or 0.0 for pid in _descendants(self.proc.pid))
 
     def stop(self) -> None:
         if self.proc.poll() is None:

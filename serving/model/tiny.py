@@ -73,7 +73,7 @@ def train_tokenizer(vocab_size: int, seed: int) -> Any:
     return tok
 
 
-def _config(arch: Arch, vocab_size: int, bos_id: int, eos_id: int) -> Any:
+def _config(arch: Arch, vocab_size: int, bos_id: int, eos_id: int, dims: dict[str, int] | None = None) -> Any:
     from transformers import DeepseekV3Config, LlamaConfig, Qwen2Config
 
     common: dict[str, Any] = {
@@ -88,6 +88,7 @@ def _config(arch: Arch, vocab_size: int, bos_id: int, eos_id: int) -> Any:
         "eos_token_id": eos_id,
         "pad_token_id": bos_id,
         "tie_word_embeddings": False,
+        **(dims or {}),
     }
     if arch is Arch.qwen2:
         return Qwen2Config(**common)
@@ -112,8 +113,10 @@ def _config(arch: Arch, vocab_size: int, bos_id: int, eos_id: int) -> Any:
     return DeepseekV3Config(**common)
 
 
-def make_tiny(arch: Arch | str, out: Path, seed: int = 0, vocab_size: int = 512) -> Path:
-    """Write the model directory; the same (arch, seed) always gives the same weights and tokenizer."""
+def make_tiny(arch: Arch | str, out: Path, seed: int = 0, vocab_size: int = 512,
+              dims: dict[str, int] | None = None) -> Path:
+    """Write the model directory; the same (arch, seed) always gives the same weights and tokenizer. `dims`
+    overrides the config's sizes (hidden_size, num_hidden_layers, ...) for a larger model of the same kind."""
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
@@ -137,7 +140,7 @@ def make_tiny(arch: Arch | str, out: Path, seed: int = 0, vocab_size: int = 512)
         json.dumps({"bos_token": BOS, "eos_token": EOS, "pad_token": PAD}, indent=2) + "\n"
     )
 
-    config = _config(arch, tok.get_vocab_size(), bos_id, eos_id)
+    config = _config(arch, tok.get_vocab_size(), bos_id, eos_id, dims)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     # Random init at std 0.02 gives nearly flat logits; a larger scale makes greedy decoding pick clear
