@@ -90,18 +90,39 @@ def _prom(result: lab.UpResult, query: str) -> list[dict[str, Any]]:
     return data
 
 
-def test_prometheus_scrapes_exporters_of_everynode_of(lab_up: lab.UpResult) -> None:
+def test_nodes_resolve_each_other_by_name(lab_up: lab.UpResult) -> None:
+    """Prometheus on the monitoring node scrapes every node by its inventory name: the lab's /etc/hosts entries
+    must make those names resolve on every node, whatever DNS the podman network has (none with CNI)."""
+    names = sorted(n.name for n in lab_up.state.nodes)
+    for node in names:
+        host = host_of(lab_up, node)
+        for peer in names:
+            assert host.run("getent hosts %s", peer).rc == 0, f"{node} cannot resolve {peer}"
+
+
+def _targets(result: lab.UpResult) -> dict[tuple[str, str], dict[str, Any]]:
+    mon = result.state.monitoring_node
+    assert mon is not None and mon.prometheus_url
+    active = httpx.get(f"{mon.prometheus_url}/api/v1/targets", timeout=30).json()["data"]["activeTargets"]
+    return {(t["labels"]["job"], t["labels"].get("node", "")): t for t in active}
+
+
+def test_prometheus_scrapes_exporters_of_every_node(lab_up: lab.UpResult) -> None:
     names = {n.name for n in lab_up.state.nodes}
     expected = {(job, n) for job in ("node", "serving") for n in names}
-    # Targets turn up at their first scrape (every 15 s) and a node's serving restarts late in the run:
-    # poll for a while rather than sleep blindly.
+    # A target is up at its first successful scrape (every 15 s), and a node's serving restarts late in the run.
     deadline = time.monotonic() + 180
     while True:
-        up = {(r["metric"]["job"], r["metric"].get("node", "")) for r in _prom(lab_up, 'up{job=~"node|serving"} == 1')}
+        targets = _targets(lab_up)
+        up = {key for key, t in targets.items() if t["health"] == "up" and key[0] in ("node", "serving")}
         counts = {r["metric"]["vendor"]: float(r["value"][1]) for r in _prom(lab_up, "llmrack_accelerator_count")}
         if (up == expected and counts == {"nvidia": 8.0, "ascend": 8.0}) or time.monotonic() > deadline:
             break
         time.sleep(5)
+    # On failure, say why each missing target is not up (Prometheus' own last scrape error).
+    why = {key: (targets[key]["scrapeUrl"], targets[key]["lastError"]) if key in targets else "not configured"
+           for key in expected - up}
+    assert not why, why
     assert up == expected
     assert counts == {"nvidia": 8.0, "ascend": 8.0}
 
