@@ -23,10 +23,15 @@ KUBECONFIG_MARKERS = ("client-key-data:", "client-certificate-data:", "kind: Con
 NODE_DIRS = "/etc /root /tmp /var/log /var/lib/llmrack /opt /srv"
 
 
+# Image archives and model weights of other tests (GBs) are skipped: logs, reports and configs are far smaller.
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
 def _host_files(roots: list[Path], allowed: set[Path]) -> list[Path]:
     files = []
     for root in roots:
-        files += [p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and p.resolve() not in allowed]
+        files += [p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and p.resolve() not in allowed
+                  and p.stat().st_size <= MAX_FILE_BYTES]
     return files
 
 
