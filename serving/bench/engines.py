@@ -41,18 +41,25 @@ class EngineRun:
     ready_after_s: float
 
 
-def command(engine: str, model_dir: Path, port: int, max_num_seqs: int, max_model_len: int,
-            vllm: Path | None, node: str = "cpu", tensor_parallel: int = 1) -> tuple[list[str], dict[str, str], str]:
-    """(argv, env, ready path) of `engine` serving `model_dir` on this host (`node`: cpu, cuda or npu), from the
-    serving command renderer; only the program differs: this interpreter's `-m serving`, or the vLLM
-    virtualenv's `vllm`."""
-    spec = parse_spec({
+def bench_spec(engine: str, model_dir: Path, max_num_seqs: int, max_model_len: int,
+               tensor_parallel: int = 1) -> dict[str, Any]:
+    """The deployment spec the bench serves `model_dir` from (served as `bench`)."""
+    return {
         "name": "bench", "environment": "dev", "accelerator": LAB_ACCELERATOR, "nodes": 1,
         "model": {"name": model_dir.name, "config": str(model_dir / "config.json"), "source": str(model_dir),
                   "served_name": "bench"},
         "serving": {"max_model_len": max_model_len, "max_num_seqs": max_num_seqs, "max_queue": 4 * max_num_seqs,
                     "engine": engine, "tensor_parallel": tensor_parallel},
-    }, "the bench's deployment spec")
+    }
+
+
+def command(engine: str, model_dir: Path, port: int, max_num_seqs: int, max_model_len: int,
+            vllm: Path | None, node: str = "cpu", tensor_parallel: int = 1) -> tuple[list[str], dict[str, str], str]:
+    """(argv, env, ready path) of `engine` serving `model_dir` on this host (`node`: cpu, cuda or npu), from the
+    serving command renderer; only the program differs: this interpreter's `-m serving`, or the vLLM
+    virtualenv's `vllm`."""
+    spec = parse_spec(bench_spec(engine, model_dir, max_num_seqs, max_model_len, tensor_parallel),
+                      "the bench's deployment spec")
     p = plan(spec.plan_request(), catalog.accelerator(spec.accelerator))
     inputs = ServingInputs.from_spec(spec, p, node, model_path=str(model_dir), api_keys=False,
                                      cpu_cores=os.cpu_count())

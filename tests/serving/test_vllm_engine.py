@@ -7,12 +7,16 @@ start-up (graph compilation) takes ~2-4 minutes on 2 cores, so the module starts
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from llmrack.images.build import vllm_venv
 from serving.bench import engines
@@ -86,3 +90,19 @@ def test_vllm_exposes_its_metrics_by_the_names_the_rule_set_records(
     for name in metrics.VLLM_EQUIVALENTS:
         for _ours, theirs in metrics.vllm_series(name):
             assert f"\n{theirs}{{" in text, theirs
+
+
+def test_validation_serving_checks_pass_against_vllm(servers: tuple[_Process, _Process, list[str]], qwen2_dir: Path,
+                                                     tmp_path: Path) -> None:
+    """`llmrack validate` probes the spec's engine at its own readiness path (vLLM's /health) and gets a completion;
+    keys are not enforced by this bench server, so that check says why it skips."""
+    _, vllm, _ = servers
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(engines.bench_spec("vllm", qwen2_dir, 8, 512, tensor_parallel=2)))
+    proc = subprocess.run([str(Path(sys.executable).parent / "llmrack"), "validate", "--local", "--kind", "cpu",
+                           "--spec", str(spec), "--serving-url", vllm.url, "--report", str(tmp_path / "report")],
+                          capture_output=True, text=True, check=False, timeout=600)
+    checks = json.loads((tmp_path / "report" / "report.json").read_text())["checks"]
+    serving = {c["check"]: c["status"] for c in checks if c["check"].startswith("serving.")}
+    assert serving.get("serving.ready") == "pass" and serving.get("serving.completion") == "pass", \
+        (serving, proc.stdout[-2000:], proc.stderr[-2000:])
