@@ -36,10 +36,6 @@ def up(
     validate: bool = typer.Option(
         True, "--validate/--no-validate", help="run `llmrack validate` (quick level) against the nodes afterwards"
     ),
-    engine: str = typer.Option(
-        "llmrack", "--engine", help="llmrack (its own engine, the cpu image) or vllm (vLLM-CPU, the cpu-vllm image; "
-        "starts in ~2-4 minutes on 2 cores)"
-    ),
     lab_dir: Path = LAB_DIR,
 ) -> None:
     """The main job: node image (cached) -> serving image and tiny model (cached) -> scan gate -> boot the nodes
@@ -54,8 +50,7 @@ def up(
         def on_task(name: str) -> None:
             progress.update(task, description=f"site.yml: {name}")
 
-        result = lab.up(lab_dir, nodes, profile, provision=provision, serving=serving, step=step, on_task=on_task,
-                        engine=engine)
+        result = lab.up(lab_dir, nodes, profile, provision=provision, serving=serving, step=step, on_task=on_task)
         progress.update(task, description="done")
     for name, secs in result.seconds.items():
         info(f"  {name}: {secs:.0f} s")
@@ -80,20 +75,32 @@ def _where_to_look(result: lab.UpResult, report_dir: Path | None, serving: bool)
     stdout.print("\n[bold]The lab is up.[/bold]", highlight=False)
     if result.gate:
         stdout.print(f"[yellow]scan gate:[/yellow] {result.gate}", highlight=False)
+    gateway = data["gateway_url"]
     for node in data["nodes"]:
-        stdout.print(f"[bold]{node['name']}[/bold] ({node['profile']}) ssh {node['ssh']}", highlight=False)
-        if serving:
-            stdout.print(
-                f"  curl -s {node['serving_url']}/v1/completions "
-                f"-H \"Authorization: Bearer $(cat {data['api_key_file']})\" -H 'content-type: application/json' "
-                f"-d '{{\"model\": \"{serving_artifacts.SERVED_NAME}\", \"prompt\": \"Hello\", \"max_tokens\": 16}}'",
-                highlight=False, soft_wrap=True)
+        stdout.print(f"[bold]{node['name']}[/bold] ({node['profile']}) ssh {node['ssh']} serving {node['serving_url']}",
+                     highlight=False)
+        if serving and not gateway:
+            _curl(node["serving_url"], data["api_key_file"])
         if node["prometheus_url"]:
             stdout.print(f"  Prometheus UI: {node['prometheus_url']}", highlight=False)
     if report_dir is not None:
         stdout.print(f"validation report: {report_dir / 'report.html'} (also report.json, junit.xml)", highlight=False)
     stdout.print(f"inventory: {data['inventory']}   status: llmrack lab status   tear down: llmrack lab down",
                  highlight=False)
+    if serving and gateway:
+        stdout.print(f"[bold]The rack's endpoint[/bold] (gateway on node1, balancing every node): {gateway}",
+                     highlight=False)
+        _curl(gateway, data["api_key_file"])
+
+
+def _curl(url: str, api_key_file: str) -> None:
+    stdout.print(
+        f"  curl -s {url}/v1/completions "
+        f"-H \"Authorization: Bearer $(cat {api_key_file})\" -H 'content-type: application/json' "
+        f"-d '{{\"model\": \"{serving_artifacts.SERVED_NAME}\", \"prompt\": \"Hello\", \"max_tokens\": 16}}'",
+        highlight=False, soft_wrap=True)
+
+
 
 
 @app.command("provision")

@@ -27,7 +27,7 @@ from llmrack.contracts.inventory import (
 )
 from llmrack.errors import LlmrackError
 from llmrack.lab import sim
-from llmrack.lab.nodes import MIRROR_ON_NODE
+from llmrack.lab.nodes import GATEWAY_PORT_ON_NODE, MIRROR_ON_NODE
 from llmrack.lab.state import ACCELERATOR_OF_PROFILE, GROUP_OF_PROFILE, LabState, Profile
 
 ANSIBLE_DIR = Path(__file__).resolve().parents[2] / "ansible"
@@ -57,6 +57,7 @@ def lab_vars(serving: dict[str, Any] | None) -> dict[str, Any]:
         # Lab nodes share the host's clock and NTP is not reachable from them.
         "common_timesync_enabled": False,
         "containerd_snapshotter": "native",
+        "gateway_port": GATEWAY_PORT_ON_NODE,
         "nvidia_driver_version": vers["nvidia-driver"],
         "nvidia_driver_install_method": "runfile",
         "nvidia_driver_mirror_url": f"{mirror}/nvidia",
@@ -107,6 +108,8 @@ def write_inventory(state: LabState, deployment: dict[str, Any], serving: dict[s
             SERVING_URL_VAR: node.serving_url,
             LAB_PROFILE_VAR: node.profile.value,
         }
+        if node.address:
+            host["gateway_backend_address"] = node.address
         if node.profile is not Profile.cpu:
             # Simulated accelerators cannot run kernels: the serving layer runs on the node's CPU.
             host[SERVING_DEVICE_VAR] = "cpu"
@@ -118,7 +121,7 @@ def write_inventory(state: LabState, deployment: dict[str, Any], serving: dict[s
         # In the inventory too (not only ansible.cfg): testinfra's ansible backend reads only these.
         "ansible_ssh_private_key_file": str(state.ssh_key.resolve()),
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
-    })
+    }, gateway=[n.name for n in state.nodes if n.gateway_port])
     header = "# Written by `llmrack lab up`; regenerated on every run.\n"
     state.inventory.write_text(header + yaml.safe_dump(hosts, sort_keys=False))
     (inv / DEPLOYMENT_FILE).write_text(

@@ -15,7 +15,7 @@ from typing import Any
 
 from llmrack.errors import LlmrackError, UsageError
 from llmrack.images import build
-from llmrack.lab import image, inventory, nodes, registry, serving_artifacts, sim
+from llmrack.lab import image, inventory, nodes, serving_artifacts, sim
 from llmrack.lab.podman import Podman
 from llmrack.lab.runner import ansible_bin, run_playbook
 from llmrack.lab.state import LabState, NodeState, Profile, load, prefix_for, save
@@ -71,7 +71,7 @@ def _plan_nodes(lab_dir: Path, count: int, profiles: list[Profile], existing: La
     for node, profile in zip(state.nodes, wanted, strict=False):
         if profiles and node.profile is not profile:
             raise UsageError(f"{node.name} exists with profile {node.profile.value}; `llmrack lab down` to change it")
-    taken = {p for n in state.nodes for p in (n.ssh_port, n.http_port, n.prometheus_port) if p}
+    taken = {p for n in state.nodes for p in (n.ssh_port, n.http_port, n.prometheus_port, n.gateway_port) if p}
     for i in range(len(state.nodes), count):
         name = f"node{i + 1}"
         first = i == 0
@@ -80,6 +80,7 @@ def _plan_nodes(lab_dir: Path, count: int, profiles: list[Profile], existing: La
                 name=name, container=f"{prefix}-{name}", profile=wanted[i],
                 ssh_port=nodes.free_port(taken), http_port=nodes.free_port(taken),
                 prometheus_port=nodes.free_port(taken) if first else None, monitoring=first,
+                gateway_port=nodes.free_port(taken) if first else None,
             )
         )
     return state
@@ -107,15 +108,13 @@ def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = 
 
     t = time.monotonic()
     nodes.ensure_network(podman, state.network)
-    if artifacts is not None:
-        step("registry: docker-registry on the lab network; the model pushed to it")
-        artifacts = registry.provide_model(podman, state, artifacts)
     for node in state.nodes:
         step(f"booting {node.name} ({node.profile.value})")
         nodes.start_node(podman, state, node, mirror)
     for node in state.nodes:
         nodes.wait_for_ssh(state, node)
         nodes.install_sim_hardware(podman, node)
+        node.address = nodes.address_of(podman, state, node)
     timings["boot"] = time.monotonic() - t
 
     inventory.write_inventory(
@@ -205,6 +204,7 @@ def status(lab_dir: Path) -> dict[str, Any]:
         "ansible_cfg": str(state.ansible_cfg),
         "api_key_file": str(serving_artifacts.api_key_file(state.lab_dir)),
         "ssh_key": str(state.ssh_key),
+        "gateway_url": state.gateway_url,
         "nodes": out_nodes,
     }
 

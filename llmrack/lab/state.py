@@ -36,6 +36,12 @@ class NodeState(BaseModel):
     http_port: int
     prometheus_port: int | None = None
     monitoring: bool = False
+    gateway_port: int | None = None  # node1 runs the gateway (HAProxy): the rack's one endpoint
+    address: str | None = None  # on the lab network, as podman reports it after boot (the gateway's backend address)
+
+    @property
+    def gateway_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.gateway_port}" if self.gateway_port else None
 
     @property
     def serving_url(self) -> str:
@@ -69,6 +75,10 @@ class LabState(BaseModel):
     @property
     def monitoring_node(self) -> NodeState | None:
         return next((n for n in self.nodes if n.monitoring), None)
+
+    @property
+    def gateway_url(self) -> str | None:
+        return next((n.gateway_url for n in self.nodes if n.gateway_url), None)
 
 
 def state_file(lab_dir: Path) -> Path:

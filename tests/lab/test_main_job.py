@@ -2,8 +2,8 @@
 
 A real CLI process: node image -> serving image and tiny model -> scan gate (unscanned, allowed loudly in the
 lab) -> boot -> site.yml -> `llmrack validate` -> where to look. Then what it printed is used for real (the
-completion through each node's port with the API key, the report files), a second `up` resumes rather than
-rebuilding, and `lab down` leaves no container.
+completion through the gateway and through each node's port with the API key, the report files), a second `up`
+resumes rather than rebuilding, and `lab down` leaves no container.
 """
 
 from __future__ import annotations
@@ -42,12 +42,16 @@ def test_lab_up_serves_and_validates_then_resumes_and_tears_down(tmp_path: Path)
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-6000:]
         assert "The lab is up." in up.stdout
         assert "scan gate" in up.stdout and "never passed a vulnerability scan" in up.stdout  # loudly unscanned
-        assert up.stdout.count("curl -s http://127.0.0.1:") == 2 and "Prometheus UI: http://127.0.0.1:" in up.stdout
+        assert "Prometheus UI: http://127.0.0.1:" in up.stdout
 
         status = json.loads(llmrack("lab", "status", "--json", "--lab-dir", str(lab_dir)).stdout)
+        # One curl, the last thing printed: the rack's endpoint (the gateway), not a node.
+        assert up.stdout.count("curl -s http://127.0.0.1:") == 1, up.stdout
+        last = up.stdout.rstrip().splitlines()[-1].lstrip()
+        assert last.startswith(f"curl -s {status['gateway_url']}/v1/"), up.stdout
         key = Path(status["api_key_file"]).read_text().strip()
-        for node in status["nodes"]:
-            r = httpx.post(f"{node['serving_url']}/v1/completions", timeout=60,
+        for url in [status["gateway_url"], *(node["serving_url"] for node in status["nodes"])]:
+            r = httpx.post(f"{url}/v1/completions", timeout=60,
                            headers={"Authorization": f"Bearer {key}"},
                            json={"model": "tiny", "prompt": "Hello", "max_tokens": 8})
             assert r.status_code == 200, r.text
