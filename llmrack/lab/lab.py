@@ -15,7 +15,7 @@ from typing import Any
 
 from llmrack.errors import LlmrackError, UsageError
 from llmrack.images import build
-from llmrack.lab import image, inventory, nodes, serving_artifacts, sim
+from llmrack.lab import image, inventory, nodes, registry, serving_artifacts, sim
 from llmrack.lab.podman import Podman
 from llmrack.lab.runner import ansible_bin, run_playbook
 from llmrack.lab.state import LabState, NodeState, Profile, load, prefix_for, save
@@ -108,6 +108,9 @@ def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = 
 
     t = time.monotonic()
     nodes.ensure_network(podman, state.network)
+    if artifacts is not None:
+        step("registry: docker-registry on the lab network; the model pushed to it")
+        artifacts = registry.provide_model(podman, state, artifacts)
     for node in state.nodes:
         step(f"booting {node.name} ({node.profile.value})")
         nodes.start_node(podman, state, node, mirror)

@@ -6,6 +6,7 @@ published on 127.0.0.1 only, and the host reaches nodes only through those ports
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import subprocess
 import time
@@ -36,6 +37,22 @@ def ensure_network(podman: Podman, name: str) -> None:
         podman.run("network", "create", name)
 
 
+# Nodes find each other by name through /etc/hosts (podman --add-host) and fixed addresses on the lab network,
+# never through the network's DNS: podman's CNI backend without the dnsname plugin (Debian 12 installed without
+# recommends, as scripts/setup.sh does) makes networks with dns_enabled false, and Prometheus on node1 then could
+# not resolve node2, whose node and serving targets never came up. Fixed addresses also survive a node restart.
+NODE_ADDRESS_OFFSET = 200  # node i gets <subnet base> + 200 + i, clear of the low addresses podman hands out
+
+
+def node_addresses(podman: Podman, state: LabState) -> dict[str, str]:
+    """Each node's address on the lab network (the network must exist)."""
+    out = podman.run("network", "inspect", state.network, "--format", "{{range .Subnets}}{{.Subnet}} {{end}}")
+    subnet = ipaddress.ip_network(out.split()[0])
+    if subnet.num_addresses < NODE_ADDRESS_OFFSET + len(state.nodes) + 2:
+        raise PodmanError(f"the lab network {state.network} ({subnet}) is too small for {len(state.nodes)} nodes")
+    return {n.name: str(subnet.network_address + NODE_ADDRESS_OFFSET + i) for i, n in enumerate(state.nodes, 1)}
+
+
 def start_node(podman: Podman, state: LabState, node: NodeState, mirror: Path) -> None:
     """Create the node's container, or start it if it exists but is stopped."""
     info = podman.inspect(node.container)
@@ -48,10 +65,12 @@ def start_node(podman: Podman, state: LabState, node: NodeState, mirror: Path) -
         ports += ["-p", f"127.0.0.1:{node.prometheus_port}:{PROMETHEUS_PORT_ON_NODE}"]
     if node.gateway_port:
         ports += ["-p", f"127.0.0.1:{node.gateway_port}:{GATEWAY_PORT_ON_NODE}"]
+    addresses = node_addresses(podman, state)
+    peers = [f"--add-host={name}:{addr}" for name, addr in addresses.items() if name != node.name]
     podman.run(
         "run", "-d", "--runtime", "runc", "--privileged",
         "--name", node.container, "--hostname", node.name,
-        "--network", state.network, "--network-alias", node.name,
+        "--network", state.network, "--network-alias", node.name, "--ip", addresses[node.name], *peers,
         *ports,
         "--label", f"llmrack.lab={state.prefix}",
         "-v", f"{state.ssh_key.with_suffix('.pub')}:/root/.ssh/authorized_keys:ro",
