@@ -93,9 +93,8 @@ def nvidia_ecc_uncorrectable(ev: Evidence, exp: Expectations, index: int) -> Out
                  f"since boot; lifetime (aggregate): {gpu.ecc_uncorrected_aggregate}")
 
 
-def _remap_state(ev: Evidence, bus_id: str) -> str | None:
-    """"none pending", "pending" or "failure" for the GPU at `bus_id`; None where row remapping is not reported."""
-    rows = nv.remapped_rows(_nvml_or_smi(ev, "nvml-remapped-rows", "nvidia-smi-remapped-rows").out).get(bus_id)
+def _remap_state(rows: nv.RemappedRows | None) -> str | None:
+    """"none pending", "pending" or "failure"; None where row remapping is not reported."""
     if rows is None or rows.pending is None:
         return None
     return "failure" if rows.failure else "pending" if rows.pending else "none pending"
@@ -104,12 +103,14 @@ def _remap_state(ev: Evidence, bus_id: str) -> str | None:
 def nvidia_row_remap(ev: Evidence, exp: Expectations, index: int) -> Outcome:
     gpu = _gpu(ev, index)
     rows = nv.remapped_rows(_nvml_or_smi(ev, "nvml-remapped-rows", "nvidia-smi-remapped-rows").out).get(gpu.bus_id)
-    state = _remap_state(ev, gpu.bus_id)
+    state = _remap_state(rows)
     if rows is None or state is None:
         return skip("row remapping is not reported for this GPU (a pre-Ampere part retires pages instead)")
     detail = {"pending": "a remap is pending: reset the GPU (or reboot) before serving",
               "failure": "row remapping FAILED: the GPU needs RMA"}.get(state, "")
-    xids = sorted({e.code for e in _attributed_xids(ev, exp).get(index, []) if e.code in REMAP_XIDS})
+    xids: list[int] = []
+    with contextlib.suppress(Missing, ParseError):  # no kernel log: the remap state alone is judged
+        xids = sorted({e.code for e in _attributed_xids(ev, exp).get(index, []) if e.code in REMAP_XIDS})
     logged = f"; the kernel log records it as XID {', '.join(map(str, xids))} (nvidia.gpu_xid)" if xids else ""
     return judge(state == "none pending", state, "== none pending", None,
                  f"{detail} (remapped: {rows.correctable} correctable, {rows.uncorrectable} uncorrectable){logged}"
@@ -153,7 +154,8 @@ def _xid_verdicts(ev: Evidence, where: int | str, events: list[nv.XidEvent]) -> 
         remap = None
         if e.code in REMAP_XIDS:
             with contextlib.suppress(Missing, ParseError):
-                remap = _remap_state(ev, e.bus_id)
+                remap = _remap_state(nv.remapped_rows(
+                    _nvml_or_smi(ev, "nvml-remapped-rows", "nvidia-smi-remapped-rows").out).get(e.bus_id))
         # While the GPU reports its remap state, nvidia.row_remap judges the event: pending or failed fails
         # there, an applied remap is no fault.
         fault = e.node_fault and remap is None
@@ -167,22 +169,22 @@ def _xid_line(v: dict[str, Any]) -> str:
     return f"XID {v['code']} on GPU {v['gpu']}: {v['meaning']}{link}"
 
 
-def nvidia_xid(ev: Evidence, exp: Expectations) -> Outcome:
-    """Node summary: every XID since boot with its GPU; the per-GPU verdicts are nvidia.gpu_xid's."""
-    verdicts = [v for where, events in _attributed_xids(ev, exp).items()
-                for v in _xid_verdicts(ev, where, events)]
+def _judge_xids(verdicts: list[dict[str, Any]]) -> Outcome:
     faults = [v for v in verdicts if v["node_fault"]]
     lines = sorted({_xid_line(v) for v in verdicts})
     return judge(not faults, len(faults), "== 0", "node-fault XIDs since boot", "; ".join(lines), events=verdicts)
+
+
+def nvidia_xid(ev: Evidence, exp: Expectations) -> Outcome:
+    """Node summary: every XID since boot with its GPU; the per-GPU verdicts are nvidia.gpu_xid's."""
+    return _judge_xids([v for where, events in _attributed_xids(ev, exp).items()
+                        for v in _xid_verdicts(ev, where, events)])
 
 
 def nvidia_gpu_xid(ev: Evidence, exp: Expectations, index: int) -> Outcome:
     """The XIDs the kernel log attributes to this GPU (by PCI bus id), so a GPU that fell off the bus fails its
     own row with the XID's meaning, not only the node's summary."""
-    verdicts = _xid_verdicts(ev, index, _attributed_xids(ev, exp).get(index, []))
-    faults = [v for v in verdicts if v["node_fault"]]
-    lines = sorted({_xid_line(v) for v in verdicts})
-    return judge(not faults, len(faults), "== 0", "node-fault XIDs since boot", "; ".join(lines), events=verdicts)
+    return _judge_xids(_xid_verdicts(ev, index, _attributed_xids(ev, exp).get(index, [])))
 
 
 def nvidia_throttle(ev: Evidence, exp: Expectations, index: int) -> Outcome:
