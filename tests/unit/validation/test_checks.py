@@ -236,3 +236,11 @@ def test_container_node_sysctl_judged_on_persisted_files_and_cmdline_skipped() -
     assert checks.run(checks.os_kernel_cmdline, ev, exp).status == "skip"
     ev.items["virt"] = type(ev.items["uname"])("virt", 1, "none\n")  # bare metal / VM: the runtime values count
     assert checks.run(checks.os_sysctl, ev, exp).status == "fail"
+
+
+def test_row_remap_is_judged_without_a_kernel_log(a100: Expectations) -> None:
+    ev = evidence("nvidia-smi-a100-hgx-row-remap-pending")
+    del ev.items["dmesg"]
+    remap = checks.run(checks.nvidia_row_remap, ev, a100, 5)
+    assert (remap.status, remap.measured, remap.data["xids"]) == ("fail", "pending", [])
+    assert checks.run(checks.nvidia_gpu_xid, ev, a100, 5).status == "skip"  # no kernel log: nothing to attribute
