@@ -130,6 +130,12 @@ def test_example_inventory_groups_and_serving_flags(inventory: Path) -> None:
     assert flags["--max-num-seqs"] == str(deployment["serving"]["max_num_seqs"])
     assert flags["--max-model-len"] == str(deployment["serving"]["max_model_len"])
     assert _filters()["llmrack_devices_per_node"](deployment) == 8
+    # Both example racks plan TP > 1: vLLM serves them, and the gateway health-checks vLLM's readiness path.
+    assert command["engine"] == "vllm" and _filters()["llmrack_ready_path"](deployment) == "/health"
+    one_device = {**deployment, "serving": {**deployment["serving"], "tensor_parallel": 1, "max_model_len": 2048,
+                                            "max_num_seqs": 1},
+                  "model": {**deployment["model"], "name": "deepseek-r1-distill-qwen-1.5b"}}
+    assert _filters()["llmrack_ready_path"](one_device) == "/ready"
 
 
 def test_serving_flags_reject_a_bad_spec_with_llmrack_message() -> None:
