@@ -21,6 +21,7 @@ from tests.infra.harness import run_stack, stack_config
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PROD_IMAGE = stack_config("prod")["llmrack:image"]
+KEY = "sk-llmrack-unit-test-key"
 
 
 def _unit_argv(unit: str) -> tuple[list[str], dict[str, str]]:
@@ -44,7 +45,7 @@ def _unit_from_the_role(tmp_path: Path, deployment: dict[str, Any], device: str,
     }]
     # Extra vars: they outrank the role defaults loaded as vars_files, as inventory values outrank role defaults.
     given = {"llmrack_deployment": deployment, "serving_device": device, "serving_model_dir": model_dir,
-             "serving_api_keys": ["k"], "serving_image_digest": "sha256:" + "a" * 64,
+             "serving_api_keys": [KEY], "serving_image_digest": "sha256:" + "a" * 64,
              "__serving_ctr": "/usr/bin/ctr", "__serving_image_ref": "llmrack.local/serving@sha256:" + "a" * 64,
              "__serving_nccl_env": {"stat": {"exists": False}}, "ansible_facts": {"processor_vcpus": 2},
              "inventory_dir": str(tmp_path), "ansible_python_interpreter": sys.executable}
@@ -87,4 +88,31 @@ def test_one_spec_gives_the_same_command_to_ansible_and_pulumi(engine: str, tmp_
     assert {"HOME": "/tmp", **{k: v for k, v in ansible_env.items() if k not in device_vars}} == pulumi_env
     expected = "vllm" if engine == "auto" else "llmrack"
     assert pulumi_argv[0] == ("vllm" if expected == "vllm" else "python")
-    assert f"engine {expected}" in unit
+    assert f"engine {expected}" in unit and KEY not in unit
+
+
+def test_lab_spec_at_tp2_renders_vllm_cpu_ranks_in_the_unit(tmp_path: Path) -> None:
+    """The lab's spec with serving.engine vllm and tensor_parallel 2 on a CPU node (`llmrack lab up --engine vllm`
+    serves it, tests/serving/test_vllm_engine.py runs the same command): one core per rank, the container's own
+    /dev/shm, the keys as vLLM's --config file and never on the command line."""
+    from llmrack.lab import serving_artifacts
+
+    model = tmp_path / "tiny"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "vocab_size": 512, "hidden_size": 256, "intermediate_size": 512,
+        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 2048, "tie_word_embeddings": False}))
+    artifacts = serving_artifacts.ServingArtifacts(archive=tmp_path / "a.oci.tar", digest="sha256:" + "a" * 64,
+                                                   reference="", model_dir=model)
+    deployment = serving_artifacts.deployment(artifacts, engine="vllm", tensor_parallel=2)
+    unit = _unit_from_the_role(tmp_path, deployment, "cpu", "/srv/mirror/models/tiny-qwen2")
+    argv, env = _unit_argv(unit)
+    assert argv[:3] == ["vllm", "serve", "/models/tiny-qwen2"]
+    flags = dict(zip(argv[3::2], argv[4::2], strict=True))
+    assert flags["--tensor-parallel-size"] == "2" and flags["--dtype"] == "float32"
+    assert flags["--config"] == "/etc/llmrack/api-keys/keys.yaml"
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0|1" and env["VLLM_TARGET_DEVICE"] == "cpu"
+    assert int(env["VLLM_CPU_KVCACHE_SPACE"]) >= 1
+    assert "type=tmpfs,src=tmpfs,dst=/dev/shm" in unit
+    assert "dst=/etc/llmrack/api-keys/keys.yaml" in unit and KEY not in unit
