@@ -87,8 +87,10 @@ def _plan_nodes(lab_dir: Path, count: int, profiles: list[Profile], existing: La
 
 
 def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = True, serving: bool = True,
-       step: Step = lambda _m: None, on_task: Step = lambda _t: None) -> UpResult:
+       step: Step = lambda _m: None, on_task: Step = lambda _t: None, engine: str = "llmrack") -> UpResult:
+    """`engine`: llmrack (the cpu image) or vllm (the cpu-vllm image; the spec's serving.engine: vllm)."""
     lab_dir = lab_dir.resolve()
+    _spec_engine(engine)
     timings: dict[str, float] = {}
     podman = Podman(lab_dir)
     t = time.monotonic()
@@ -103,7 +105,7 @@ def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = 
     step("mirror: simulated accelerator installers and the serving image")
     t = time.monotonic()
     sim.build_mirror(mirror)
-    artifacts = serving_artifacts.prepare(lab_dir, mirror, log=step) if serving else None
+    artifacts = serving_artifacts.prepare(lab_dir, mirror, log=step, engine=engine) if serving else None
     timings["artifacts"] = time.monotonic() - t
 
     t = time.monotonic()
@@ -121,12 +123,13 @@ def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = 
     timings["boot"] = time.monotonic() - t
 
     inventory.write_inventory(
-        state, serving_artifacts.deployment(artifacts), artifacts.ansible_vars if artifacts else None
+        state, serving_artifacts.deployment(artifacts, engine=_spec_engine(engine)),
+        artifacts.ansible_vars if artifacts else None
     )
     inventory.write_vault(state, ansible_bin(), serving_artifacts.api_key(lab_dir))
     inventory.write_ansible_cfg(state)
     save(state)
-    gate = _scan_gate(state, artifacts, step) if artifacts else None
+    gate = _scan_gate(state, artifacts, step, engine) if artifacts else None
     if not provision:
         return UpResult(state, 0, {}, None, timings, gate)
     step("ansible-playbook site.yml")
@@ -141,7 +144,15 @@ def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = 
     return UpResult(state, rc, recap, log, timings, gate)
 
 
-def _scan_gate(state: LabState, artifacts: serving_artifacts.ServingArtifacts, step: Step) -> str:
+def _spec_engine(engine: str) -> str:
+    """The spec's serving.engine for the lab's image: the llmrack image runs whatever `auto` picks (one device)."""
+    if engine not in serving_artifacts.VARIANT_OF_ENGINE:
+        raise UsageError(f"--engine {engine!r}: choose one of {', '.join(serving_artifacts.VARIANT_OF_ENGINE)}")
+    return "vllm" if engine == "vllm" else "auto"
+
+
+def _scan_gate(state: LabState, artifacts: serving_artifacts.ServingArtifacts, step: Step,
+               engine: str = "llmrack") -> str:
     """The lab has no Clair to scan with: file the image as unscanned under its digest (as a rack's rollout
     records every verdict) and ask the same gate the serving role asks. The lab's spec (environment lab)
     allows unscanned images, so this passes, loudly; a prod spec would stop here."""
@@ -149,7 +160,7 @@ def _scan_gate(state: LabState, artifacts: serving_artifacts.ServingArtifacts, s
     record_result(results, ScanResult(digest=artifacts.digest, status=ScanStatus.unscanned,
                                       scanned_at=dt.datetime.now(dt.UTC), reason="no Clair endpoint in the lab"),
                   keep_existing_verdict=True)
-    spec = parse_spec(serving_artifacts.deployment(artifacts), "the lab's deployment spec")
+    spec = parse_spec(serving_artifacts.deployment(artifacts, engine=_spec_engine(engine)), "the lab's deployment spec")
     ok, reason = gate_decision(artifacts.digest, results, spec.unscanned_images_allowed)
     step(f"scan gate: {reason}")
     if not ok:

@@ -50,6 +50,10 @@ class ServingArtifacts:
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 # What the served code is built from: a change here means a new image (the lab runs only `python -m serving`).
 IMAGE_INPUTS = ("serving", "images", "pyproject.toml")
+# The vLLM image holds no llmrack code: only its Containerfile and the engine's pins (llmrack.images.vllm).
+VLLM_IMAGE_INPUTS = ("images/cpu-vllm.Containerfile", "llmrack/images/vllm.py")
+# The image each engine serves from in the lab (its nodes are CPUs).
+VARIANT_OF_ENGINE = {"llmrack": "cpu", "vllm": "cpu-vllm"}
 
 
 def cache_dir(lab_dir: Path) -> Path:
@@ -58,10 +62,10 @@ def cache_dir(lab_dir: Path) -> Path:
     return base / "llmrack" / "lab"
 
 
-def source_key() -> str:
+def source_key(variant: str = "cpu") -> str:
     """Hash of the sources the image is built from, so a stale cached image is never served."""
     digest = hashlib.sha256()
-    for name in IMAGE_INPUTS:
+    for name in VLLM_IMAGE_INPUTS if variant == "cpu-vllm" else IMAGE_INPUTS:
         root = SOURCE_ROOT / name
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         for f in files:
@@ -106,31 +110,41 @@ def _link(src: Path, dst: Path) -> None:
     os.link(src, dst)
 
 
-def prepare(lab_dir: Path, mirror: Path, log: Callable[[str], None]) -> ServingArtifacts | None:
+def serving_image(lab_dir: Path, mirror: Path, variant: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """The serving image of `variant` (built once per source key, cached), linked into the mirror; its image.json
+    with `archive` made absolute."""
+    image_dir = cache_dir(lab_dir) / (f"serving-image-{source_key()}" if variant == "cpu"
+                                      else f"serving-image-{variant}-{source_key(variant)}")
+    meta = image_dir / "image.json"
+    if not meta.exists():
+        log(f"building the {variant} serving image (llmrack image build --variant {variant}; cached afterwards)")
+        # Builds run behind the same TLS-inspecting egress as the nodes: trust the host's local CAs.
+        cas = [a for ca in sorted(HOST_CA_DIR.glob("*.crt")) for a in ("--extra-ca-certs", str(ca))]
+        proc = _llmrack("image", "build", "--variant", variant, "--out", str(image_dir), *cas)
+        if proc.returncode != 0:
+            raise LlmrackError(f"llmrack image build failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    info: dict[str, Any] = json.loads(meta.read_text())
+    archive = Path(info["archive"])
+    info["archive"] = archive if archive.is_absolute() else image_dir / archive
+    _link(info["archive"], mirror / "serving" / info["archive"].name)
+    return info
+
+
+def prepare(lab_dir: Path, mirror: Path, log: Callable[[str], None],
+            engine: str = "llmrack") -> ServingArtifacts | None:
+    """The image of `engine` (llmrack or vllm) and the tiny model, in the mirror."""
     if not available():
         log("serving image/model commands not available: the lab provisions without the serving role")
         return None
     cache = cache_dir(lab_dir)
-    image_dir = cache / f"serving-image-{source_key()}"
-    meta = image_dir / "image.json"
-    if not meta.exists():
-        log("building the CPU serving image (llmrack image build --variant cpu; cached afterwards)")
-        # Builds run behind the same TLS-inspecting egress as the nodes: trust the host's local CAs.
-        cas = [a for ca in sorted(HOST_CA_DIR.glob("*.crt")) for a in ("--extra-ca-certs", str(ca))]
-        proc = _llmrack("image", "build", "--variant", "cpu", "--out", str(image_dir), *cas)
-        if proc.returncode != 0:
-            raise LlmrackError(f"llmrack image build failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    info = json.loads(meta.read_text())
-    archive = Path(info["archive"])
-    if not archive.is_absolute():
-        archive = image_dir / archive
+    info = serving_image(lab_dir, mirror, VARIANT_OF_ENGINE[engine], log)
+    archive = info["archive"]
     model_dir = cache / "models" / MODEL_NAME
     if not (model_dir / "config.json").exists():
         log("writing a tiny Qwen2 model (llmrack model make-tiny)")
         proc = _llmrack("model", "make-tiny", "--arch", "qwen2", "--out", str(model_dir))
         if proc.returncode != 0:
             raise LlmrackError(f"llmrack model make-tiny failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    _link(archive, mirror / "serving" / archive.name)
     for f in model_dir.rglob("*"):
         if f.is_file():
             # The serving process runs as an unprivileged user in the image: weights must be world-readable.
@@ -140,8 +154,10 @@ def prepare(lab_dir: Path, mirror: Path, log: Callable[[str], None]) -> ServingA
                             model_dir=model_dir)
 
 
-def deployment(artifacts: ServingArtifacts | None) -> dict[str, Any]:
-    """The lab's deployment spec (parsed by llmrack.spec like any other)."""
+def deployment(artifacts: ServingArtifacts | None, engine: str = "auto",
+               tensor_parallel: int | str = "auto") -> dict[str, Any]:
+    """The lab's deployment spec (parsed by llmrack.spec like any other); `engine` and `tensor_parallel` are its
+    serving.engine and serving.tensor_parallel (`llmrack lab up --engine vllm`)."""
     model: dict[str, Any] = {"name": "deepseek-r1-distill-qwen-1.5b", "source": f"{MIRROR_ON_NODE}/models"}
     if artifacts is not None:
         model = {
@@ -159,5 +175,6 @@ def deployment(artifacts: ServingArtifacts | None) -> dict[str, Any]:
         # The lab's nodes are CPUs; the accelerator names the rack this deployment stands in for.
         "accelerator": "a100-80g",
         "nodes": 1,
-        "serving": {"max_model_len": 512, "max_num_seqs": 8, "max_queue": 32, "replicas": 1, "port": 8000},
+        "serving": {"max_model_len": 512, "max_num_seqs": 8, "max_queue": 32, "replicas": 1, "port": 8000,
+                    "engine": engine, "tensor_parallel": tensor_parallel},
     }
