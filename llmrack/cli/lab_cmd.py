@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -169,8 +170,10 @@ def status(
 @app.command("down")
 def down(lab_dir: Path = LAB_DIR) -> None:
     """Remove the nodes, their network and the lab's state; the caches stay (the next `up` reuses them)."""
+    start = time.monotonic()
     removed, kept = lab.down(lab_dir)
-    info(f"removed {len(removed)} container(s), the lab's network and its state in {lab_dir}")
+    info(f"removed {len(removed)} container(s), the lab's network and its state in {lab_dir} "
+         f"in {time.monotonic() - start:.0f} s")
     if kept.images or kept.dirs:
         info("kept, as caches for the next `llmrack lab up`: " + ", ".join([*kept.images, *map(str, kept.dirs)]))
         info(f"remove them too: {kept.remove_command()}")

@@ -1,7 +1,8 @@
 """What the lab serves: the CPU serving image and a tiny model, built once and cached, put in the lab mirror.
 
-They come from the project's own commands (`llmrack image build`, `llmrack model make-tiny`); the serving
-role installs them from the mirror (mounted at /srv/mirror on every node) as it would from a rack's mirror.
+They come from the library behind `llmrack image build` and `llmrack model make-tiny` (llmrack.images.build,
+serving.model.tiny); the serving role installs them from the mirror (mounted at /srv/mirror on every node) as it
+would from a rack's mirror. The lab's deployment spec is the file data/lab-spec.yaml of this package.
 """
 
 from __future__ import annotations
@@ -10,19 +11,21 @@ import hashlib
 import json
 import os
 import secrets
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmrack.errors import LlmrackError
+import yaml
+
+from llmrack.images import build as image_build
 from llmrack.lab.nodes import MIRROR_ON_NODE
+from serving.model.tiny import make_tiny
 
 MODEL_NAME = "tiny-qwen2"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 SERVED_NAME = "tiny"
+LAB_SPEC = Path(__file__).resolve().parent / "data" / "lab-spec.yaml"
 
 
 @dataclass(frozen=True)
@@ -90,18 +93,6 @@ def api_key(lab_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def _llmrack(*args: str) -> subprocess.CompletedProcess[str]:
-    # The console script installed next to this interpreter (the project venv).
-    exe = Path(sys.executable).parent / "llmrack"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from llmrack.cli.main import run; run()"]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, check=False)
-
-
-def available() -> bool:
-    """True once the image and model commands exist (they are built by other parts of the project)."""
-    return all(_llmrack(*cmd, "--help").returncode == 0 for cmd in (("image", "build"), ("model", "make-tiny")))
-
-
 def _link(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists() and dst.stat().st_ino == src.stat().st_ino:
@@ -119,10 +110,10 @@ def serving_image(lab_dir: Path, mirror: Path, variant: str, log: Callable[[str]
     if not meta.exists():
         log(f"building the {variant} serving image (llmrack image build --variant {variant}; cached afterwards)")
         # Builds run behind the same TLS-inspecting egress as the nodes: trust the host's local CAs.
-        cas = [a for ca in sorted(HOST_CA_DIR.glob("*.crt")) for a in ("--extra-ca-certs", str(ca))]
-        proc = _llmrack("image", "build", "--variant", variant, "--out", str(image_dir), *cas)
-        if proc.returncode != 0:
-            raise LlmrackError(f"llmrack image build failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+        image_build.build(image_build.BuildOptions(
+            variant=variant, out=image_dir, cache_dir=image_build.default_cache_dir(),
+            source_dir=image_build.default_source_dir(), extra_ca=sorted(HOST_CA_DIR.glob("*.crt")),
+        ), log=log)
     info: dict[str, Any] = json.loads(meta.read_text())
     archive = Path(info["archive"])
     info["archive"] = archive if archive.is_absolute() else image_dir / archive
@@ -131,20 +122,15 @@ def serving_image(lab_dir: Path, mirror: Path, variant: str, log: Callable[[str]
 
 
 def prepare(lab_dir: Path, mirror: Path, log: Callable[[str], None],
-            engine: str = "llmrack") -> ServingArtifacts | None:
+            engine: str = "llmrack") -> ServingArtifacts:
     """The image of `engine` (llmrack or vllm) and the tiny model, in the mirror."""
-    if not available():
-        log("serving image/model commands not available: the lab provisions without the serving role")
-        return None
     cache = cache_dir(lab_dir)
     info = serving_image(lab_dir, mirror, VARIANT_OF_ENGINE[engine], log)
     archive = info["archive"]
     model_dir = cache / "models" / MODEL_NAME
     if not (model_dir / "config.json").exists():
         log("writing a tiny Qwen2 model (llmrack model make-tiny)")
-        proc = _llmrack("model", "make-tiny", "--arch", "qwen2", "--out", str(model_dir))
-        if proc.returncode != 0:
-            raise LlmrackError(f"llmrack model make-tiny failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+        make_tiny("qwen2", model_dir)
     for f in model_dir.rglob("*"):
         if f.is_file():
             # The serving process runs as an unprivileged user in the image: weights must be world-readable.
@@ -156,25 +142,18 @@ def prepare(lab_dir: Path, mirror: Path, log: Callable[[str], None],
 
 def deployment(artifacts: ServingArtifacts | None, engine: str = "auto",
                tensor_parallel: int | str = "auto") -> dict[str, Any]:
-    """The lab's deployment spec (parsed by llmrack.spec like any other); `engine` and `tensor_parallel` are its
-    serving.engine and serving.tensor_parallel (`llmrack lab up --engine vllm`)."""
-    model: dict[str, Any] = {"name": "deepseek-r1-distill-qwen-1.5b", "source": f"{MIRROR_ON_NODE}/models"}
+    """The lab's deployment spec (data/lab-spec.yaml, parsed by llmrack.spec like any other), serving the model
+    the lab built when there is one; `engine` and `tensor_parallel` are its serving.engine and
+    serving.tensor_parallel (`llmrack lab up --engine vllm`)."""
+    spec: dict[str, Any] = yaml.safe_load(LAB_SPEC.read_text())
     if artifacts is not None:
-        model = {
+        spec["model"] = {
             "name": MODEL_NAME,
             "config": str(artifacts.model_dir / "config.json"),
             "source": artifacts.model_source or f"{MIRROR_ON_NODE}/models/{MODEL_NAME}",
             "served_name": SERVED_NAME,
         }
         if artifacts.model_version:
-            model["version"] = artifacts.model_version
-    return {
-        "name": "lab",
-        "environment": "lab",
-        "model": model,
-        # The lab's nodes are CPUs; the accelerator names the rack this deployment stands in for.
-        "accelerator": "a100-80g",
-        "nodes": 1,
-        "serving": {"max_model_len": 512, "max_num_seqs": 8, "max_queue": 32, "replicas": 1, "port": 8000,
-                    "engine": engine, "tensor_parallel": tensor_parallel},
-    }
+            spec["model"]["version"] = artifacts.model_version
+    spec["serving"].update(engine=engine, tensor_parallel=tensor_parallel)
+    return spec
