@@ -9,7 +9,7 @@ from llmrack.validation.checks.base import Missing, Outcome, failed, judge, skip
 from llmrack.validation.evidence import Evidence
 from llmrack.validation.expect import Expectations
 
-COMPLETION_SECONDS = 30.0  # default liveness bound for one short completion (inventory may override)
+COMPLETION_SECONDS = 30.0  # default bound for one short completion (llmrack_validation_completion_seconds overrides)
 
 
 def _serving(ev: Evidence, exp: Expectations) -> dict[str, Any]:
@@ -35,7 +35,8 @@ def serving_ready(ev: Evidence, exp: Expectations) -> Outcome:
 def serving_api_key(ev: Evidence, exp: Expectations) -> Outcome:
     data = _serving(ev, exp)
     if not exp.api_keys:
-        return skip("the inventory sets no serving_api_keys: key enforcement cannot be tested")
+        return skip("no API key to test with (neither the inventory's serving_api_keys nor --api-key-file): "
+                    "key enforcement cannot be tested")
     without, wrong, good = data["no_key"]["status"], data["wrong_key"]["status"], data["good_key"]["status"]
     ok = without == 401 and wrong == 401 and good == 200
     return judge(ok, f"no key {without}, wrong key {wrong}, valid key {good}", "401, 401, 200", "HTTP status",
