@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
-from infra.components._args import check
+from infra.components._args import CloudFleetArgs, check
 from infra.components.inventory import InventoryHost, inventory_output
 from infra.instance_types import AWS_INSTANCE_TYPES
 
 
-@dataclass
-class AwsFleetArgs:
-    region: pulumi.Input[str]
+@dataclass(kw_only=True)
+class AwsFleetArgs(CloudFleetArgs):
     instance_type: str
-    count: int
     ami: pulumi.Input[str]
     subnet_id: pulumi.Input[str]
-    security_group_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
-    devices_per_node: int  # the catalog's, for the inventory's llmrack_accelerator_count
-    serving_port: int
-    deployment: dict[str, Any]
     key_name: pulumi.Input[str] | None = None
     availability_zone: pulumi.Input[str] | None = None
     root_volume_gib: int = 500
     ssh_user: str = "ubuntu"
-    tags: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         check(self.instance_type in AWS_INSTANCE_TYPES, "AwsFleetArgs.instance_type", self.instance_type,
@@ -38,7 +30,7 @@ class AwsFleetArgs:
             sold = AWS_INSTANCE_TYPES[self.instance_type].accelerators
             check(sold == self.devices_per_node, "AwsFleetArgs.devices_per_node", self.devices_per_node,
                   f"{self.instance_type} carries {sold} accelerators (infra/instance_types.py); the catalog disagrees")
-        check(1 <= self.count <= 256, "AwsFleetArgs.count", self.count, "must be between 1 and 256")
+        self.check_count()
         check(self.root_volume_gib >= 50, "AwsFleetArgs.root_volume_gib", self.root_volume_gib, "must be >= 50")
 
 

@@ -2,37 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_huaweicloud as huaweicloud
 
-from infra.components._args import check
+from infra.components._args import CloudFleetArgs, check
 from infra.components.inventory import InventoryHost, inventory_output
 
 
-@dataclass
-class HuaweiCloudFleetArgs:
-    region: pulumi.Input[str]
+@dataclass(kw_only=True)
+class HuaweiCloudFleetArgs(CloudFleetArgs):
     flavor: str
-    count: int
     image_id: pulumi.Input[str]
     network_id: pulumi.Input[str]
-    security_group_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
     availability_zone: pulumi.Input[str]
-    devices_per_node: int
-    serving_port: int
-    deployment: dict[str, Any]
     key_pair: pulumi.Input[str] | None = None
     system_disk_gib: int = 200
     ssh_user: str = "root"
-    tags: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         check(bool(self.flavor.strip()), "HuaweiCloudFleetArgs.flavor", self.flavor, "must name an Ascend flavor")
-        check(1 <= self.count <= 256, "HuaweiCloudFleetArgs.count", self.count, "must be between 1 and 256")
+        self.check_count()
         check(40 <= self.system_disk_gib <= 1024, "HuaweiCloudFleetArgs.system_disk_gib", self.system_disk_gib,
               "must be between 40 and 1024 GiB")
 
