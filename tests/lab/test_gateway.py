@@ -1,7 +1,8 @@
 """The rack's front door: one endpoint (HAProxy on node1) balancing both nodes, scraped by Prometheus, and a
 full rolling release under a steady load of streaming and non-streaming requests through it: serving.yml rolls a
 new release across every node and then back to the inventory's, draining each node at the gateway before its
-restart; not one request fails and not one stream is cut short."""
+restart; not one request fails and not one stream is cut short. Then `llmrack canary judge` and `llmrack drift`
+read that traffic from the lab's Prometheus."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from llmrack.contracts import metrics as names
 from llmrack.lab import lab, serving_artifacts
+from llmrack.observe.canary import CanaryThresholds, Verdict, judge_from_prometheus
+from llmrack.observe.drift import drift
+from llmrack.observe.engines import EngineName
+from llmrack.observe.histogram import Band
+from llmrack.observe.prometheus import Prometheus
 from tests.lab.test_rollout import second_release
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -172,3 +179,30 @@ def test_rolling_release_under_load_fails_nothing(lab_up: lab.UpResult) -> None:
     for node in lab_up.state.nodes:
         assert httpx.get(f"{node.serving_url}/ready", timeout=10).status_code == 200
 
+
+def test_canary_judge_and_drift_read_the_lab_prometheus(lab_up: lab.UpResult) -> None:
+    """The judge's and the drift report's PromQL against the lab's real Prometheus, on the traffic the tests above
+    sent through the gateway: node2 judged as if it were a canary of node1, the last minutes' traffic shape
+    against the minutes before. Both nodes run the same release and got the same prompts."""
+    prometheus = lab_up.state.monitoring_node.prometheus_url  # type: ignore[union-attr]
+    assert prometheus
+    serving = 'job="serving"'
+    assert _wait_for_scrape(prometheus, f'{names.counter_series(names.REQUEST_SUCCESS)}{{{serving}}} > 0', "node",
+                            {"node1", "node2"}) == {"node1", "node2"}
+    thresholds = CanaryThresholds(window="15m", min_requests=10)
+    judgement = judge_from_prometheus(Prometheus(prometheus), EngineName.llmrack, thresholds, serving,
+                                      stable='node="node1"', canary='node="node2"')
+    rows = {r.check: r for r in judgement.rows}
+    print("\n" + "; ".join(f"{r.check}: {r.stable} vs {r.canary} ({r.passed})" for r in judgement.rows))
+    assert judgement.verdict is not Verdict.cannot_judge, judgement
+    assert rows["TTFT p99"].passed is not None and rows["ITL p99"].passed is not None
+    # Same prompt, same max_tokens on both nodes: the output lengths cannot differ.
+    assert rows["output length PSI"].passed is True
+
+    report = drift(Prometheus(prometheus), EngineName.llmrack, current="3m", baseline="15m", selector=serving)
+    by_name = {r.histogram: r for r in report.rows}
+    assert all(r.current_requests > 0 for r in report.rows), report
+    print("drift: " + "; ".join(f"{r.histogram}: PSI {r.psi} ({r.band})" for r in report.rows))
+    # One prompt and one length all along: no shift in either histogram (when the baseline window has data).
+    generated = by_name["generated tokens per request"]
+    assert generated.psi is None or generated.band is Band.none, report
