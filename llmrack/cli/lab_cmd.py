@@ -107,8 +107,6 @@ def _curl(url: str, api_key_file: str) -> None:
         highlight=False, soft_wrap=True)
 
 
-
-
 @app.command("provision")
 def provision(
     playbook: str = typer.Option("site.yml", "--playbook", help="playbook under ansible/playbooks"),
