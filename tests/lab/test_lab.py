@@ -18,7 +18,7 @@ from tests.lab.hosts import host_of, node_of
 pytestmark = pytest.mark.lab
 
 
-def test_site_converges_everynode_of(lab_up: lab.UpResult) -> None:
+def test_site_converges_every_node(lab_up: lab.UpResult) -> None:
     assert lab_up.rc == 0, f"site.yml failed, see {lab_up.log}"
     assert sorted(lab_up.recap) == sorted(n.name for n in lab_up.state.nodes)
     assert all(c["failed"] == 0 and c["unreachable"] == 0 for c in lab_up.recap.values()), lab_up.recap
