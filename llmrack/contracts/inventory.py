@@ -38,6 +38,7 @@ from typing import Any
 SERVING_GROUP = "serving_nodes"
 MONITORING_GROUP = "monitoring"
 GATEWAY_GROUP = "gateway"
+CANARY_GROUP = "serving_canary"  # hosts of a canary release: variant="canary" on their serving series
 NVIDIA_GROUP = "nvidia_nodes"
 ASCEND_GROUP = "ascend_nodes"
 CPU_GROUP = "cpu_nodes"

@@ -58,7 +58,6 @@ FINISHED_REASON_LABEL = "finished_reason"
 # stable | canary: attached to every serving series by Prometheus, per target (the monitoring role labels the
 # hosts of group serving_canary; the Kubernetes canary's pods carry it as a pod label).
 VARIANT_LABEL = "variant"
-CANARY_GROUP = "serving_canary"
 
 # vLLM's own names for the same quantities (vLLM exports them itself; nothing of ours renames them).
 VLLM_TIME_TO_FIRST_TOKEN = "vllm:time_to_first_token_seconds"
