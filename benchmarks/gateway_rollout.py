@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from serving.model.tiny import make_tiny  # noqa: E402
+from serving.readiness import wait_ready  # noqa: E402
 from tests.lab.test_gateway import Load  # noqa: E402
 
 ROLE = ROOT / "ansible" / "roles" / "gateway"
@@ -90,15 +91,10 @@ def main() -> int:
              "--api-key-file", str(keys), "--threads", "1"], stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def ready(node: str, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{PORTS[node]}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"{node} not ready after {timeout:.0f} s (see {work}/{node}.log)")
+        try:
+            wait_ready(f"http://127.0.0.1:{PORTS[node]}", timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{node}: {exc} (see {work}/{node}.log)") from None
 
     def role(node: str, tasks: str) -> float:
         t = time.monotonic()

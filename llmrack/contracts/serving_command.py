@@ -30,7 +30,8 @@ CPU nodes with TP > 1 bind each vLLM rank to its own cores (VLLM_CPU_OMP_THREADS
 vLLM-CPU refuses to start with TP > 1 on a single NUMA node otherwise. vLLM compiles its model graph at start
 (~100-130 s on 2 cores), so its start-up allowance is longer than the llmrack engine's.
 
-This module imports nothing from the rest of llmrack at run time (the spec and plan types only for typing).
+This module imports nothing from the rest of llmrack at run time (the spec and plan types only for typing), and
+from the serving package only its device names.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
+
+# What the serving process computes on: the llmrack engine's `--device`, and which vLLM build runs. The serving
+# package owns the names (it ships in the llmrack image without the rest of llmrack).
+from serving.model.devices import Device as NodeKind
 
 if TYPE_CHECKING:
     from llmrack.plan import Plan
@@ -55,12 +60,6 @@ class Engine(StrEnum):
     vllm = "vllm"
 
 
-class NodeKind(StrEnum):
-    """What the serving process computes on: the `--device` of the llmrack engine, the vLLM build to run."""
-
-    cpu = "cpu"
-    cuda = "cuda"
-    npu = "npu"
 
 
 # Node kind of each accelerator vendor in the catalog.

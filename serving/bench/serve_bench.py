@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serving.readiness import wait_ready
+
 
 @dataclass
 class RequestTiming:
@@ -130,20 +132,13 @@ class _Process:
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.log, text=True, env=env)
 
     def wait_ready(self, timeout: float = 180.0, path: str = "/ready") -> None:
-        import httpx
+        wait_ready(self.url, timeout, path=path, interval=0.2, exited=self._exit_reason)
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise RuntimeError(f"server exited ({self.proc.returncode}): {self.log.read()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}{path}", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"{self.url} not ready after {timeout}s")
+    def _exit_reason(self) -> str | None:
+        if self.proc.poll() is None:
+            return None
+        self.log.seek(0)
+        return f"exit code {self.proc.returncode}: {self.log.read()[-2000:]}"
 
     def cpu_seconds(self) -> float | None:
         """The server's CPU time with its child processes' (vLLM computes in an engine process and one worker per

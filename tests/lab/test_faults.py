@@ -19,6 +19,7 @@ import pytest
 from llmrack.lab import lab, nodes, serving_artifacts
 from llmrack.lab.podman import Podman
 from llmrack.lab.state import NodeState, Profile
+from serving.readiness import wait_ready
 from tests.lab.hosts import host_of, node_of
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -36,15 +37,10 @@ def _completion(node: NodeState, key: str, timeout: float = 60) -> httpx.Respons
 
 
 def _wait_serving(node: NodeState, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{node.serving_url}/ready", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    raise AssertionError(f"{node.name}: serving not ready {timeout:.0f} s after the fault")
+    try:
+        wait_ready(node.serving_url, timeout, interval=1)
+    except TimeoutError:
+        raise AssertionError(f"{node.name}: serving not ready {timeout:.0f} s after the fault") from None
 
 
 def test_sigkilled_serving_is_restarted_and_clients_never_hang(lab_up: lab.UpResult) -> None:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import torch._dynamo  # noqa: F401  # see below
 
+from serving import readiness
 from serving.model.tiny import Arch, make_tiny
 
 # Why torch._dynamo is imported at collection time: other test modules import ansible, which replaces sys.intern
@@ -94,15 +93,7 @@ class ThreadServer:
 
 
 def wait_ready(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not become ready in {timeout}s")
+    readiness.wait_ready(url, timeout, interval=0.1)
 
 
 @pytest.fixture(scope="module")

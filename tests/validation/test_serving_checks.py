@@ -6,14 +6,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from serving.model.tiny import make_tiny
+from serving.readiness import wait_ready
 from tests.validation.conftest import ROOT, by_id, llmrack, report
 
 
@@ -35,17 +34,8 @@ def _serve(model: Path, *extra: str) -> Iterator[str]:
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else "server exited"
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("the server did not become ready in 120 s")
+        wait_ready(url, 120, exited=lambda: None if proc.poll() is None else
+                   (proc.stderr.read() if proc.stderr else f"exit code {proc.returncode}"))
         yield url
     finally:
         proc.terminate()
