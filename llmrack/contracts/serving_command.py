@@ -185,8 +185,10 @@ class ServingCommand:
     startup_timeout_s: int = 300
     metrics_prefix: str = "llmrack_"
     api_key_file: str | None = None  # inside the container, under API_KEYS_DIR
-    # Ranks of one replica pass tensors through /dev/shm (NCCL/HCCL, vLLM's message queues and CPU all-reduce):
-    # the container runtime's default 64 MiB /dev/shm makes multi-device serving fail or crawl.
+    # A memory-backed /dev/shm larger than the container runtime's default 64 MiB: ranks of one replica pass
+    # tensors through it (NCCL/HCCL, vLLM's CPU all-reduce), and vLLM's engine core reaches its workers through a
+    # shared-memory ring buffer even with one rank (160 MiB; with 64 MiB it stops at start: "Insufficient space
+    # in /dev/shm").
     shared_memory: bool = False
 
     @property
@@ -301,7 +303,7 @@ def _vllm(i: ServingInputs, choice: EngineChoice) -> ServingCommand:
         engine=Engine.vllm, choice=choice, program=VLLM_PROGRAM, args=tuple(args), env=env, port=i.port,
         ready_path=READY_PATH[Engine.vllm], startup_timeout_s=STARTUP_TIMEOUT_S[Engine.vllm][i.node],
         metrics_prefix=METRICS_PREFIX[Engine.vllm], api_key_file=keys,
-        shared_memory=i.tensor_parallel * i.pipeline_parallel > 1,
+        shared_memory=True,
     )
 
 

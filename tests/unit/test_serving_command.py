@@ -145,3 +145,11 @@ def test_api_keys_come_from_a_file_never_the_command_line() -> None:
     llmrack = render(_inputs(engine=Engine.llmrack, tensor_parallel=1))
     assert llmrack.api_key_file_content(keys).splitlines() == keys
     assert render(_inputs(api_keys=False)).api_key_file is None
+
+
+def test_vllm_gets_a_large_dev_shm_even_with_one_rank() -> None:
+    # vLLM's engine core reaches its worker through a shared-memory ring buffer (160 MiB) at TP 1 too; the
+    # container runtime's default 64 MiB /dev/shm stops it at start. llmrack's engine needs none.
+    for node in NodeKind:
+        assert render(_inputs(node=node, tensor_parallel=1)).shared_memory, node
+    assert not render(_inputs(engine=Engine.llmrack, tensor_parallel=1)).shared_memory
