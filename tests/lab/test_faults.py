@@ -2,11 +2,13 @@
 restarts it; clients get fast answers, 503 while it loads, then 200: never a hang), a node restarted (containerd,
 serving and the exporter come back by themselves; validation passes without a re-run of site.yml), a node killed
 in the middle of site.yml (the other converges; the report names the dead node and the resume command; the
-re-run changes only that node). Every test leaves the lab converged for the tests after it.
+re-run changes only that node), a node's model store full (the new version refused by name before a byte is
+written, the old release keeps serving). Every test leaves the lab converged for the tests after it.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -16,11 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmrack.lab import lab, nodes, serving_artifacts
+from llmrack.lab import lab, nodes, registry, serving_artifacts
 from llmrack.lab.podman import Podman
 from llmrack.lab.state import NodeState, Profile
+from llmrack.models import local
 from serving.readiness import wait_ready
 from tests.lab.hosts import host_of, node_of
+from tests.lab.test_models import new_version
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -28,6 +32,9 @@ SERVICES = ("containerd", "llmrack-serving", "prometheus-node-exporter")
 # Written by the monitoring role late in site.yml on every node, with no handler: removing it gives a run
 # something to do on each node that it reaches.
 LATE_FILE = "/usr/local/sbin/llmrack-accelerator-exporter"
+STORE = "/var/lib/llmrack/models"
+RELEASES = "/var/lib/llmrack/releases.json"
+IMAGE_HISTORY = "/var/lib/llmrack/images/history.json"
 
 
 def _completion(node: NodeState, key: str, timeout: float = 60) -> httpx.Response:
@@ -146,3 +153,52 @@ def test_node_killed_in_the_middle_of_site_yml(lab_up: lab.UpResult) -> None:
     assert changed[other.name] == 0 and changed[victim.name] > 0, changed
     assert host_of(lab_up, victim.name).file(LATE_FILE).exists
     _wait_serving(victim, 180)
+
+
+def test_full_model_store_refuses_a_new_version_by_name(lab_up: lab.UpResult, tmp_path: Path) -> None:
+    state = lab_up.state
+    node = node_of(lab_up, Profile.sim_a100)
+    host = host_of(lab_up, node.name)
+    key = serving_artifacts.api_key(state.lab_dir)
+    reg = registry.load(state)
+    assert reg is not None, "the lab started no registry"
+    lab_model = serving_artifacts.cache_dir(state.lab_dir) / "models" / serving_artifacts.MODEL_NAME
+    version = new_version(lab_model, tmp_path, 90, reg)
+    needed = local.read_manifest(tmp_path / "v90")[0].total_bytes
+    hex_ = version.split(":", 1)[1]
+    before = {path: host.file(path).content_string for path in (RELEASES, IMAGE_HISTORY)}
+    new_release = ["-l", node.name, "-e", f"serving_model_version={version}"]
+
+    # The store's filesystem for real: a tmpfs with room for half the version, over the store of a privileged node
+    # (the running release's bind mount of its version directory is untouched underneath).
+    podman = Podman(state.lab_dir)
+    podman.run("exec", node.container, "mount", "-t", "tmpfs", "-o", f"size={needed // 2},mode=0755",
+               "tmpfs", STORE)
+    try:
+        started = time.monotonic()
+        refused = lab.provision(state.lab_dir, "serving.yml", new_release)
+        seconds = time.monotonic() - started
+        assert refused.log is not None
+        log = refused.log.read_text()
+        assert refused.rc != 0 and refused.recap[node.name]["failed"] == 1, f"see {refused.log}"
+        message = next(line for line in log.splitlines() if "no room for the model version" in line)
+        print(f"\nfull model store on {node.name}: refused after {seconds:.0f} s: {message.strip()[:400]}")
+        assert f"no room for the model version {version} in {STORE}" in message, message
+        assert f"needs {needed} bytes" in message and "bytes free" in message, message
+        assert "re-run" in message, message
+        # Nothing written: the tmpfs holds no version and no partial one; the histories are as they were.
+        assert host.check_output("ls -A %s", STORE) == ""
+        assert {path: host.file(path).content_string for path in before} == before
+        assert _completion(node, key).status_code == 200
+    finally:
+        podman.run("exec", node.container, "umount", STORE)
+    assert not host.file(f"{STORE}/{hex_}").exists and not host.file(f"{STORE}/{hex_}.partial").exists
+
+    # With room again, the same run goes through; then back to the spec's version, as the tests after expect.
+    healed = lab.provision(state.lab_dir, "serving.yml", new_release)
+    assert healed.rc == 0, f"the re-run failed, see {healed.log}"
+    assert json.loads(host.file(RELEASES).content_string)[0]["model"] == version
+    back = lab.provision(state.lab_dir, "serving.yml", ["-l", node.name])
+    assert back.rc == 0, f"see {back.log}"
+    assert json.loads(host.file(RELEASES).content_string)[0] == json.loads(before[RELEASES])[0]
+    assert _completion(node, key).status_code == 200
