@@ -1,19 +1,21 @@
 """Model versions on the lab's rack: pushed to the lab's registry (Debian docker-registry), pulled onto every
 node by digest by the serving role, rolled to a second version and back (rollback.yml returns the image AND
-model pair), at most 3 versions kept per node. (A killed pull resumed and a corrupted file refused by name are
-tested against a real registry in tests/unit/test_models.py.)"""
+model pair), at most 3 versions kept per node; a pull killed halfway on a node resumes where it stopped, and a
+version whose file was corrupted on the node is refused by the serving role, naming the file, while the node keeps
+serving."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from llmrack.contracts.model_manifest import MANIFEST_FILE, version_hex
+from llmrack.contracts.model_manifest import MANIFEST_FILE, partial_dir, version_dir, version_hex
 from llmrack.lab import lab, registry, serving_artifacts
 from llmrack.models import transfer
 from tests.lab.hosts import host_of
@@ -87,3 +89,55 @@ def test_model_versions_roll_back_and_keep_three(lab_up: lab.UpResult, tmp_path:
     assert set(s["store"]) == {v4, v3, v1}, f"v2 (least recently used) should have gone: {s}"
     provision(lab_up, "serving.yml", "-l", names[0])  # back on the spec's version, still in the store
     assert version_hex(v1) in serving(lab_up, names[0])["mount"]
+
+
+def test_killed_pull_resumes_and_a_corrupted_version_is_refused(lab_up: lab.UpResult, tmp_path: Path) -> None:
+    reg = registry.load(lab_up.state)
+    assert reg is not None
+    node = lab_up.state.nodes[-1]
+    host = host_of(lab_up, node.name)
+    lab_model = serving_artifacts.cache_dir(lab_up.state.lab_dir) / "models" / serving_artifacts.MODEL_NAME
+    # A version with 48 MiB more weights than the tiny model, so a pull capped at 8 MB/s takes ~6 s to kill halfway.
+    src = tmp_path / "big"
+    shutil.copytree(lab_model, src)
+    (src / MANIFEST_FILE).unlink(missing_ok=True)
+    (src / "extra.safetensors").write_bytes(bytes(range(256)) * (48 << 12))
+    version = transfer.push(src, f"{reg.push_base}/{registry.MODEL_REPOSITORY}:big").version
+    dest = version_dir(Path(STORE), version)
+    staging, weights = partial_dir(dest), partial_dir(dest) / "extra.safetensors"
+    pull = (f"{AGENT} pull --source {reg.node_base}/{registry.MODEL_REPOSITORY} --version {version} "
+            f"--store {STORE}")
+    before = serving(lab_up, node.name)
+
+    host.check_output(f"nohup {pull} --max-rate 8 > /tmp/killed-pull.log 2>&1 &")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        have = int(host.check_output(f"stat -c %s {weights} 2>/dev/null || echo 0"))
+        if have >= (16 << 20):
+            break
+        time.sleep(0.5)
+    host.check_output("pkill -KILL -f 'llmrack-model-agent.pyz pull'")
+    have = int(host.check_output(f"stat -c %s {weights}"))
+    assert 0 < have < (48 << 20), have
+    assert not host.file(str(dest)).exists, "a killed pull left a version directory in place"
+
+    resumed = json.loads(host.check_output(pull))
+    print(f"\npull killed at {have >> 20} MiB of 48 MiB; the re-run resumed {resumed['resumed_bytes']} bytes and "
+          f"fetched {resumed['fetched_bytes']}")
+    assert resumed["resumed_bytes"] >= have
+    assert resumed["fetched_bytes"] == resumed["total_bytes"] - resumed["resumed_bytes"]
+    assert host.file(str(dest)).is_directory and not host.file(str(staging)).exists
+
+    # Bit rot in the node's copy: one byte of the weights changed. The role verifies the kept version before it
+    # switches to it (standard level: every sha256) and stops, naming the file; the node keeps its release.
+    host.check_output(f"printf '\\377' | dd of={dest}/extra.safetensors bs=1 seek=1000 conv=notrunc status=none")
+    refused = lab.provision(lab_up.state.lab_dir, "serving.yml",
+                            ["-l", node.name, "-e", f"serving_model_version={version}"])
+    log = refused.log.read_text() if refused.log else ""
+    assert refused.rc != 0 and refused.failed_hosts == [node.name], refused.recap
+    assert "extra.safetensors" in log and "sha256" in log, f"the failure should name the file; see {refused.log}"
+    assert "Traceback" not in log
+    after = serving(lab_up, node.name)
+    assert after["releases"] == before["releases"] and after["mount"] == before["mount"]
+    assert httpx.get(f"{node.serving_url}/ready", timeout=10).status_code == 200
+    host.check_output(f"rm -rf {dest}")
