@@ -115,7 +115,11 @@ def write_inventory(state: LabState, deployment: dict[str, Any], serving: dict[s
             host[SERVING_DEVICE_VAR] = "cpu"
             host[ACCELERATOR_VAR] = ACCELERATOR_OF_PROFILE[node.profile]
         groups.setdefault(GROUP_OF_PROFILE[node.profile], {})[node.name] = host
+    monitoring = state.monitoring_node
     hosts = hosts_document(groups, [n.name for n in state.nodes if n.monitoring], {
+        # Where the controller reads Prometheus (`serving.yml -e promote=true` asks the canary judge there): the
+        # lab host reaches node1's Prometheus through its published port, not by the node's name.
+        **({"llmrack_prometheus_url": monitoring.prometheus_url} if monitoring and monitoring.prometheus_url else {}),
         "ansible_user": "root",
         "ansible_python_interpreter": "/usr/bin/python3",
         # In the inventory too (not only ansible.cfg): testinfra's ansible backend reads only these.

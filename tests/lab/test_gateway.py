@@ -11,17 +11,21 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
-from llmrack.contracts import metrics as names
+from llmrack.contracts import metrics
+from llmrack.contracts.inventory import CANARY_GROUP, DEPLOYMENT_FILE, DEPLOYMENT_VAR
 from llmrack.lab import lab, serving_artifacts
 from llmrack.observe.canary import CanaryThresholds, Verdict, judge_from_prometheus
 from llmrack.observe.drift import drift
 from llmrack.observe.engines import EngineName
 from llmrack.observe.histogram import Band
 from llmrack.observe.prometheus import Prometheus
+from tests.lab.hosts import host_of
 from tests.lab.test_rollout import second_release
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -144,7 +148,13 @@ def test_gateway_balances_every_node_and_is_scraped(lab_up: lab.UpResult) -> Non
     assert served == names
 
 
-def test_rolling_release_under_load_fails_nothing(lab_up: lab.UpResult) -> None:
+def test_canary_promoted_on_the_judges_word_and_a_rolling_release_under_load_fail_nothing(
+        lab_up: lab.UpResult, tmp_path: Path) -> None:
+    """Under a steady load through the gateway: a new release goes to node2 alone as a canary; `serving.yml -e
+    promote=true` is refused when the judge cannot judge (a spec asking for more canary requests than any window
+    holds: nothing changes), then, on the lab spec's thresholds once the canary has its requests, promotes the
+    release to node1; and a full rolling release returns both nodes to the inventory's release. Each restart
+    drains the node at the gateway first: not one request fails."""
     lab_dir = lab_up.state.lab_dir
     gateway = lab_up.state.gateway_url
     assert gateway
@@ -155,29 +165,68 @@ def test_rolling_release_under_load_fails_nothing(lab_up: lab.UpResult) -> None:
     new_release = ["-e", f"serving_image_digest={digest}",
                    "-e", "serving_image_archive_url=file:///srv/mirror/serving/release-gateway.oci.tar"]
     names = sorted(n.name for n in lab_up.state.nodes)
+    stable, canary = names[0], names[-1]
+    # The canary group, as a rack's inventory would name it; Prometheus labels its series variant="canary".
+    canary_inventory = tmp_path / "canary.yml"
+    canary_inventory.write_text(yaml.safe_dump({"all": {"children": {CANARY_GROUP: {"hosts": {canary: {}}}}}}))
+    inventories = ["-i", str(lab_up.state.inventory), "-i", str(canary_inventory)]
+    relabel = lab.provision(lab_dir, "site.yml", [*inventories, "--tags", "monitoring"])
+    assert relabel.rc == 0, f"see {relabel.log}"
 
+    def running(name: str) -> str:
+        history = host_of(lab_up, name).file("/var/lib/llmrack/images/history.json").content_string
+        return str(json.loads(history)[0])
+
+    inventory_release = running(stable)
+    # The same spec asking for more canary requests than any window holds: the judge cannot judge (exit 2).
+    spec = yaml.safe_load((lab_up.state.inventory.parent / DEPLOYMENT_FILE).read_text())
+    spec[DEPLOYMENT_VAR]["canary"]["min_requests"] = 10**9
+    unjudgeable = tmp_path / "unjudgeable.yml"
+    unjudgeable.write_text(yaml.safe_dump(spec))
+    runs: dict[str, lab.UpResult] = {}
     with Load(gateway, key, clients=4) as load:
         time.sleep(3)
-        rolled = lab.provision(lab_dir, "serving.yml", new_release)
-        # And back to the inventory's release: a second full rolling release, still under load.
-        back = lab.provision(lab_dir, "serving.yml")
+        runs["canary"] = lab.provision(lab_dir, "serving.yml", [*inventories, "--limit", CANARY_GROUP, *new_release])
+        runs["unjudged"] = lab.provision(lab_dir, "serving.yml",
+                                         [*inventories, "-e", "promote=true", "-e", f"@{unjudgeable}", *new_release])
+        assert running(canary) == digest and running(stable) == inventory_release
+        # Two scrapes of the canary under load give the judge its requests (the lab spec: 50 per variant).
+        _wait_for_scrape(lab_up.state.monitoring_node.prometheus_url or "",  # type: ignore[union-attr]
+                         f'{metrics.counter_series(metrics.REQUEST_SUCCESS)}{{variant="canary"}} > 60', "node",
+                         {canary}, timeout=180)
+        runs["promote"] = lab.provision(lab_dir, "serving.yml", [*inventories, "-e", "promote=true", *new_release])
+        # And back to the inventory's release: a full rolling release of every node, still under load.
+        runs["back"] = lab.provision(lab_dir, "serving.yml")
         time.sleep(3)
-    for run in (rolled, back):
-        assert run.rc == 0, f"see {run.log}"
-        assert sorted(h for h, c in run.recap.items() if c["changed"] > 0) == names, run.recap
-        # Each node, one at a time, was drained at the gateway before its restart and taken back after /ready.
-        log = run.log.read_text() if run.log else ""
-        assert log.count("Gateway | Wait until the requests the node holds have finished]") == len(names), run.log
-        assert log.count("Gateway | Return the node to the gateway and wait until its health check passes]") == len(
-            names), run.log
+
     kinds = Counter(kind for kind, _ in load.results)
-    print(f"\nrolling release under load: {len(load.results)} requests ({dict(kinds)}), "
-          f"{len(load.failures())} failed; playbooks {rolled.seconds['serving.yml']:.0f} s + "
-          f"{back.seconds['serving.yml']:.0f} s")
+    print(f"\ncanary, promote and rolling release under load: {len(load.results)} requests ({dict(kinds)}), "
+          f"{len(load.failures())} failed; playbooks " + ", ".join(f"{k} {r.seconds['serving.yml']:.0f} s"
+                                                                  for k, r in runs.items()))
+    unjudged = runs["unjudged"]
+    unjudged_log = unjudged.log.read_text() if unjudged.log else ""
+    assert unjudged.rc != 0 and "llmrack canary judge: cannot_judge" in unjudged_log, f"see {unjudged.log}"
+    assert all(c["changed"] == 0 for c in unjudged.recap.values()), unjudged.recap
+    restarted = {"canary": [canary], "promote": [stable], "back": names}
+    for what, hosts in restarted.items():
+        run = runs[what]
+        assert run.rc == 0, f"{what}: see {run.log}"
+        assert sorted(h for h, c in run.recap.items() if c["changed"] > 0) == hosts, (what, run.recap)
+        # Each restarted node, one at a time, was drained at the gateway before its restart and taken back after
+        # /ready; every node of the run passes the return task once (the others to stay in service).
+        log = run.log.read_text() if run.log else ""
+        assert log.count("Gateway | Wait until the requests the node holds have finished]") == len(hosts), run.log
+        assert log.count("Gateway | Return the node to the gateway and wait until its health check passes]") == len(
+            run.recap), run.log
+    promote_log = runs["promote"].log.read_text() if runs["promote"].log else ""
+    assert "Serving | Assert the judge says promote" in promote_log
     assert not load.failures(), Counter(load.failures())
     assert kinds["stream"] >= 20 and kinds["plain"] >= 20, kinds
     for node in lab_up.state.nodes:
+        assert running(node.name) == inventory_release
         assert httpx.get(f"{node.serving_url}/ready", timeout=10).status_code == 200
+    # The lab's Prometheus back to one variant for the tests after this one.
+    assert lab.provision(lab_dir, "site.yml", ["--tags", "monitoring"]).rc == 0
 
 
 def test_canary_judge_and_drift_read_the_lab_prometheus(lab_up: lab.UpResult) -> None:
@@ -187,7 +236,7 @@ def test_canary_judge_and_drift_read_the_lab_prometheus(lab_up: lab.UpResult) ->
     prometheus = lab_up.state.monitoring_node.prometheus_url  # type: ignore[union-attr]
     assert prometheus
     serving = 'job="serving"'
-    assert _wait_for_scrape(prometheus, f'{names.counter_series(names.REQUEST_SUCCESS)}{{{serving}}} > 0', "node",
+    assert _wait_for_scrape(prometheus, f'{metrics.counter_series(metrics.REQUEST_SUCCESS)}{{{serving}}} > 0', "node",
                             {"node1", "node2"}) == {"node1", "node2"}
     thresholds = CanaryThresholds(window="15m", min_requests=10)
     judgement = judge_from_prometheus(Prometheus(prometheus), EngineName.llmrack, thresholds, serving,
