@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 from llmrack.contracts.model_manifest import VerifyLevel, version_dir
-from llmrack.errors import EXIT_USAGE, LlmrackError
+from llmrack.errors import EXIT_FAILURE, EXIT_USAGE, LlmrackError
 from llmrack.models import local, transfer
 
 # The modules the agent needs, relative to the llmrack package (all standard library + oras).
@@ -100,4 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # a malformed --version and the like
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:
+        # A disk that filled mid-pull (something else wrote after the role's space check), a store not writable:
+        # the node's fault, not a bug. What a pull wrote stays in <version>.partial, where the next pull resumes.
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}: free or fix that filesystem and run the same command again "
+              "(a pull resumes from what it kept)", file=sys.stderr)
+        return EXIT_FAILURE
     return 0

@@ -315,3 +315,15 @@ def test_validation_check_judges_the_served_version() -> None:
     status, detail = outcome({**serving_v1, "verify": bad})
     assert status == "fail" and "model.safetensors: sha256" in detail
     assert outcome(None, rc=127) == ("fail", "the serving role has not rolled a model version out here")
+
+
+def test_agent_reports_a_filesystem_error_by_path_without_a_traceback(model: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from llmrack.models import agent
+
+    version = local.write_manifest(model)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    rc = agent.main(["pull", "--source", str(model), "--version", version, "--store", str(blocker / "store")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Not a directory" in err and str(blocker) in err and "run the same command again" in err
