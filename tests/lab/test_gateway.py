@@ -177,56 +177,59 @@ def test_canary_promoted_on_the_judges_word_and_a_rolling_release_under_load_fai
         history = host_of(lab_up, name).file("/var/lib/llmrack/images/history.json").content_string
         return str(json.loads(history)[0])
 
-    inventory_release = running(stable)
-    # The same spec asking for more canary requests than any window holds: the judge cannot judge (exit 2).
-    spec = yaml.safe_load((lab_up.state.inventory.parent / DEPLOYMENT_FILE).read_text())
-    spec[DEPLOYMENT_VAR]["canary"]["min_requests"] = 10**9
-    unjudgeable = tmp_path / "unjudgeable.yml"
-    unjudgeable.write_text(yaml.safe_dump(spec))
-    runs: dict[str, lab.UpResult] = {}
-    with Load(gateway, key, clients=4) as load:
-        time.sleep(3)
-        runs["canary"] = lab.provision(lab_dir, "serving.yml", [*inventories, "--limit", CANARY_GROUP, *new_release])
-        runs["unjudged"] = lab.provision(lab_dir, "serving.yml",
-                                         [*inventories, "-e", "promote=true", "-e", f"@{unjudgeable}", *new_release])
-        assert running(canary) == digest and running(stable) == inventory_release
-        # Two scrapes of the canary under load give the judge its requests (the lab spec: 50 per variant).
-        _wait_for_scrape(lab_up.state.monitoring_node.prometheus_url or "",  # type: ignore[union-attr]
-                         f'{metrics.counter_series(metrics.REQUEST_SUCCESS)}{{variant="canary"}} > 60', "node",
-                         {canary}, timeout=180)
-        runs["promote"] = lab.provision(lab_dir, "serving.yml", [*inventories, "-e", "promote=true", *new_release])
-        # And back to the inventory's release: a full rolling release of every node, still under load.
-        runs["back"] = lab.provision(lab_dir, "serving.yml")
-        time.sleep(3)
+    try:
+        inventory_release = running(stable)
+        # The same spec asking for more canary requests than any window holds: the judge cannot judge (exit 2).
+        spec = yaml.safe_load((lab_up.state.inventory.parent / DEPLOYMENT_FILE).read_text())
+        spec[DEPLOYMENT_VAR]["canary"]["min_requests"] = 10**9
+        unjudgeable = tmp_path / "unjudgeable.yml"
+        unjudgeable.write_text(yaml.safe_dump(spec))
+        runs: dict[str, lab.UpResult] = {}
+        with Load(gateway, key, clients=4) as load:
+            time.sleep(3)
+            runs["canary"] = lab.provision(lab_dir, "serving.yml",
+                                           [*inventories, "--limit", CANARY_GROUP, *new_release])
+            runs["unjudged"] = lab.provision(
+                lab_dir, "serving.yml", [*inventories, "-e", "promote=true", "-e", f"@{unjudgeable}", *new_release])
+            assert running(canary) == digest and running(stable) == inventory_release
+            # Two scrapes of the canary under load give the judge its requests (the lab spec: 50 per variant).
+            _wait_for_scrape(lab_up.state.monitoring_node.prometheus_url or "",  # type: ignore[union-attr]
+                             f'{metrics.counter_series(metrics.REQUEST_SUCCESS)}{{variant="canary"}} > 60', "node",
+                             {canary}, timeout=180)
+            runs["promote"] = lab.provision(lab_dir, "serving.yml", [*inventories, "-e", "promote=true", *new_release])
+            # And back to the inventory's release: a full rolling release of every node, still under load.
+            runs["back"] = lab.provision(lab_dir, "serving.yml")
+            time.sleep(3)
 
-    kinds = Counter(kind for kind, _ in load.results)
-    print(f"\ncanary, promote and rolling release under load: {len(load.results)} requests ({dict(kinds)}), "
-          f"{len(load.failures())} failed; playbooks " + ", ".join(f"{k} {r.seconds['serving.yml']:.0f} s"
-                                                                  for k, r in runs.items()))
-    unjudged = runs["unjudged"]
-    unjudged_log = unjudged.log.read_text() if unjudged.log else ""
-    assert unjudged.rc != 0 and "llmrack canary judge: cannot_judge" in unjudged_log, f"see {unjudged.log}"
-    assert all(c["changed"] == 0 for c in unjudged.recap.values()), unjudged.recap
-    restarted = {"canary": [canary], "promote": [stable], "back": names}
-    for what, hosts in restarted.items():
-        run = runs[what]
-        assert run.rc == 0, f"{what}: see {run.log}"
-        assert sorted(h for h, c in run.recap.items() if c["changed"] > 0) == hosts, (what, run.recap)
-        # Each restarted node, one at a time, was drained at the gateway before its restart and taken back after
-        # /ready; every node of the run passes the return task once (the others to stay in service).
-        log = run.log.read_text() if run.log else ""
-        assert log.count("Gateway | Wait until the requests the node holds have finished]") == len(hosts), run.log
-        assert log.count("Gateway | Return the node to the gateway and wait until its health check passes]") == len(
-            run.recap), run.log
-    promote_log = runs["promote"].log.read_text() if runs["promote"].log else ""
-    assert "Serving | Assert the judge says promote" in promote_log
-    assert not load.failures(), Counter(load.failures())
-    assert kinds["stream"] >= 20 and kinds["plain"] >= 20, kinds
-    for node in lab_up.state.nodes:
-        assert running(node.name) == inventory_release
-        assert httpx.get(f"{node.serving_url}/ready", timeout=10).status_code == 200
-    # The lab's Prometheus back to one variant for the tests after this one.
-    assert lab.provision(lab_dir, "site.yml", ["--tags", "monitoring"]).rc == 0
+        kinds = Counter(kind for kind, _ in load.results)
+        print(f"\ncanary, promote and rolling release under load: {len(load.results)} requests ({dict(kinds)}), "
+              f"{len(load.failures())} failed; playbooks " + ", ".join(f"{k} {r.seconds['serving.yml']:.0f} s"
+                                                                      for k, r in runs.items()))
+        unjudged = runs["unjudged"]
+        unjudged_log = unjudged.log.read_text() if unjudged.log else ""
+        assert unjudged.rc != 0 and "llmrack canary judge: cannot_judge" in unjudged_log, f"see {unjudged.log}"
+        assert all(c["changed"] == 0 for c in unjudged.recap.values()), unjudged.recap
+        restarted = {"canary": [canary], "promote": [stable], "back": names}
+        for what, hosts in restarted.items():
+            run = runs[what]
+            assert run.rc == 0, f"{what}: see {run.log}"
+            assert sorted(h for h, c in run.recap.items() if c["changed"] > 0) == hosts, (what, run.recap)
+            # Each restarted node, one at a time, was drained at the gateway before its restart and taken back after
+            # /ready; every node of the run passes the return task once (the others to stay in service).
+            log = run.log.read_text() if run.log else ""
+            assert log.count("Gateway | Wait until the requests the node holds have finished]") == len(hosts), run.log
+            assert log.count("Gateway | Return the node to the gateway and wait until its health check passes]") == len(
+                run.recap), run.log
+        promote_log = runs["promote"].log.read_text() if runs["promote"].log else ""
+        assert "Serving | Assert the judge says promote" in promote_log
+        assert not load.failures(), Counter(load.failures())
+        assert kinds["stream"] >= 20 and kinds["plain"] >= 20, kinds
+        for node in lab_up.state.nodes:
+            assert running(node.name) == inventory_release
+            assert httpx.get(f"{node.serving_url}/ready", timeout=10).status_code == 200
+    finally:
+        # The lab's Prometheus back to one variant for the tests after this one, whatever happened above.
+        assert lab.provision(lab_dir, "site.yml", ["--tags", "monitoring"]).rc == 0
 
 
 def test_canary_judge_and_drift_read_the_lab_prometheus(lab_up: lab.UpResult) -> None:
