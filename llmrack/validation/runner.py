@@ -107,7 +107,14 @@ def pytest_args(opts: RunOptions) -> list[str]:
 def run(opts: RunOptions) -> int:
     args = pytest_args(opts)
     _ansible_on_path()
-    code = int(pytest.main(args))
+    # The suite is llmrack's, not the caller's tests: options a CI job sets for its own pytest runs (say
+    # PYTEST_ADDOPTS=--junitxml=...) would otherwise redirect the suite's junit.xml or change what runs.
+    addopts = os.environ.pop("PYTEST_ADDOPTS", None)
+    try:
+        code = int(pytest.main(args))
+    finally:
+        if addopts is not None:
+            os.environ["PYTEST_ADDOPTS"] = addopts
     if code == int(pytest.ExitCode.OK):
         return EXIT_OK
     if code == int(pytest.ExitCode.TESTS_FAILED):

@@ -79,3 +79,13 @@ def test_bad_options_exit_2(tmp_path: Path) -> None:
     ]:
         proc = llmrack("validate", *args)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, args
+
+
+def test_the_callers_pytest_addopts_do_not_reach_the_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CI job's PYTEST_ADDOPTS (its own --junitxml) must not take the suite's junit.xml away."""
+    theirs = tmp_path / "theirs.xml"
+    monkeypatch.setenv("PYTEST_ADDOPTS", f"--junitxml={theirs}")
+    out = tmp_path / "report"
+    proc = llmrack("validate", "--local", "--level", "quick", "--report", str(out))
+    assert proc.returncode == report(out)["summary"]["exit_code"], proc.stdout + proc.stderr
+    assert (out / "junit.xml").is_file() and not theirs.exists()
