@@ -6,12 +6,14 @@ test checks changed=0, and the fixture tears the lab down at the end and checks 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,9 +37,10 @@ def _podman_works(tmp: Path) -> str | None:
     return None if proc.returncode == 0 else f"podman cannot run here: {proc.stderr.strip()[-300:]}"
 
 
-@pytest.fixture(scope="session")
-def lab_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.UpResult]:
-    lab_dir = tmp_path_factory.mktemp("lab")
+@contextlib.contextmanager
+def running_lab(lab_dir: Path, profiles: list[Profile], **up: Any) -> Iterator[lab.UpResult]:
+    """`lab.up` with these node profiles (and `lab.up`'s keyword arguments), torn down afterwards with a check
+    that no container is left; skips only where podman cannot run."""
     reason = _podman_works(lab_dir)
     if reason:
         pytest.skip(reason)
@@ -45,8 +48,8 @@ def lab_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.UpResult]:
     env = pytest.MonkeyPatch()
     env.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     try:
-        result = lab.up(lab_dir, len(PROFILES), PROFILES)
-        print(f"\nlab up ({len(PROFILES)} nodes): " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()))
+        result = lab.up(lab_dir, len(profiles), profiles, **up)
+        print(f"\nlab up ({len(profiles)} nodes): " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()))
         yield result
     finally:
         env.undo()
@@ -56,6 +59,12 @@ def lab_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.UpResult]:
             left = Podman(Path(os.environ.get("TMPDIR", "/tmp"))).run(
                 "ps", "-a", "-q", "--filter", f"label=llmrack.lab={state.prefix}")
             assert not left.split(), f"containers left after lab down: {left}"
+
+
+@pytest.fixture(scope="session")
+def lab_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.UpResult]:
+    with running_lab(tmp_path_factory.mktemp("lab"), PROFILES) as result:
+        yield result
 
 
 @pytest.fixture(autouse=True)

@@ -11,22 +11,18 @@ is paid once here and every test reads the same converged node.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from llmrack.contracts import metrics
 from llmrack.lab import lab, serving_artifacts
-from llmrack.lab.podman import Podman
 from llmrack.lab.state import Profile
 from serving.bench import engines
 from serving.bench.serve_bench import _free_port, _Process
-from tests.lab.conftest import _podman_works
+from tests.lab.conftest import running_lab
 from tests.lab.hosts import host_of
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -37,28 +33,12 @@ UNIT = "/etc/systemd/system/llmrack-serving.service"
 
 @pytest.fixture(scope="module")
 def vllm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.UpResult]:
-    lab_dir = tmp_path_factory.mktemp("vllm-lab")
-    reason = _podman_works(lab_dir)
-    if reason:
-        pytest.skip(reason)
-    env = pytest.MonkeyPatch()
-    env.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    try:
-        t = time.monotonic()
-        result = lab.up(lab_dir, 1, [Profile.sim_a100], engine="vllm", tensor_parallel=2)
-        print(f"\nvLLM lab up (1 node, TP 2) in {time.monotonic() - t:.0f} s: "
-              + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()))
+    with running_lab(tmp_path_factory.mktemp("vllm-lab"), [Profile.sim_a100], engine="vllm",
+                     tensor_parallel=2) as result:
         assert result.rc == 0, f"site.yml failed with the vLLM engine, see {result.log}"
-        env.setenv("ANSIBLE_CONFIG", str(result.state.ansible_cfg))
-        yield result
-    finally:
-        env.undo()
-        state = lab.load_state(lab_dir)
-        lab.down(lab_dir)
-        if state is not None:
-            left = Podman(Path(os.environ.get("TMPDIR", "/tmp"))).run(
-                "ps", "-a", "-q", "--filter", f"label=llmrack.lab={state.prefix}")
-            assert not left.split(), f"containers left after lab down: {left}"
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("ANSIBLE_CONFIG", str(result.state.ansible_cfg))
+            yield result
 
 
 def _key(result: lab.UpResult) -> str:
