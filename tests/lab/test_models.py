@@ -28,14 +28,17 @@ AGENT = "python3 /usr/local/lib/llmrack/llmrack-model-agent.pyz"
 UNIT = "/etc/systemd/system/llmrack-serving.service"
 
 
-def new_version(lab_model: Path, tmp: Path, n: int, reg: registry.LabRegistry) -> str:
-    """Another release of the lab's tiny model (one generation setting changed), pushed; returns its version."""
+def new_version(lab_model: Path, tmp: Path, n: int, reg: registry.LabRegistry, extra_bytes: int = 0) -> str:
+    """Another release of the lab's tiny model (one generation setting changed; `extra_bytes` of weights more in
+    extra.safetensors), pushed; returns its version."""
     src = tmp / f"v{n}"
     shutil.copytree(lab_model, src)
     (src / MANIFEST_FILE).unlink(missing_ok=True)
     gen = json.loads((src / "generation_config.json").read_text())
     gen["max_new_tokens"] = 16 + n
     (src / "generation_config.json").write_text(json.dumps(gen))
+    if extra_bytes:
+        (src / "extra.safetensors").write_bytes(bytes(range(256)) * (extra_bytes // 256))
     return transfer.push(src, f"{reg.push_base}/{registry.MODEL_REPOSITORY}:v{n}").version
 
 
@@ -98,11 +101,7 @@ def test_killed_pull_resumes_and_a_corrupted_version_is_refused(lab_up: lab.UpRe
     host = host_of(lab_up, node.name)
     lab_model = serving_artifacts.cache_dir(lab_up.state.lab_dir) / "models" / serving_artifacts.MODEL_NAME
     # A version with 48 MiB more weights than the tiny model, so a pull capped at 8 MB/s takes ~6 s to kill halfway.
-    src = tmp_path / "big"
-    shutil.copytree(lab_model, src)
-    (src / MANIFEST_FILE).unlink(missing_ok=True)
-    (src / "extra.safetensors").write_bytes(bytes(range(256)) * (48 << 12))
-    version = transfer.push(src, f"{reg.push_base}/{registry.MODEL_REPOSITORY}:big").version
+    version = new_version(lab_model, tmp_path, 5, reg, extra_bytes=48 << 20)
     dest = version_dir(Path(STORE), version)
     staging, weights = partial_dir(dest), partial_dir(dest) / "extra.safetensors"
     pull = (f"{AGENT} pull --source {reg.node_base}/{registry.MODEL_REPOSITORY} --version {version} "

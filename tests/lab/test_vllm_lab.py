@@ -11,7 +11,6 @@ is paid once here and every test reads the same converged node.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -24,6 +23,7 @@ from serving.bench import engines
 from serving.bench.serve_bench import _free_port, _Process
 from tests.lab.conftest import running_lab
 from tests.lab.hosts import host_of
+from tests.lab.test_gateway import _wait_for_scrape
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -112,9 +112,4 @@ def test_prometheus_scrapes_the_engine_metrics(vllm_lab: lab.UpResult) -> None:
     prometheus = node.prometheus_url
     assert prometheus
     query = f'{metrics.counter_series(metrics.VLLM_REQUEST_SUCCESS)}{{job="serving"}} > 0'
-    deadline = time.monotonic() + 90  # Prometheus scrapes every 15 s
-    rows: list[dict[str, object]] = []
-    while time.monotonic() < deadline and not rows:
-        rows = httpx.get(f"{prometheus}/api/v1/query", params={"query": query}, timeout=10).json()["data"]["result"]
-        time.sleep(3)
-    assert rows and rows[0]["metric"]["node"] == node.name, rows  # type: ignore[index]
+    assert _wait_for_scrape(prometheus, query, "node", {node.name}) == {node.name}
