@@ -26,7 +26,7 @@ from llmrack.observe.engines import EngineName
 from llmrack.observe.histogram import Band
 from llmrack.observe.prometheus import Prometheus
 from tests.lab.hosts import host_of
-from tests.lab.test_rollout import second_release
+from tests.lab.test_rollout import HISTORY, second_release
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -174,7 +174,7 @@ def test_canary_promoted_on_the_judges_word_and_a_rolling_release_under_load_fai
     assert relabel.rc == 0, f"see {relabel.log}"
 
     def running(name: str) -> str:
-        history = host_of(lab_up, name).file("/var/lib/llmrack/images/history.json").content_string
+        history = host_of(lab_up, name).file(HISTORY).content_string
         return str(json.loads(history)[0])
 
     try:
