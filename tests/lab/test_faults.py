@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llmrack.contracts.model_manifest import NODE_RELEASES, NODE_STORE
 from llmrack.lab import lab, nodes, registry, serving_artifacts
 from llmrack.lab.podman import Podman
 from llmrack.lab.state import NodeState, Profile
@@ -25,6 +26,7 @@ from llmrack.models import local
 from serving.readiness import wait_ready
 from tests.lab.hosts import host_of, node_of
 from tests.lab.test_models import new_version
+from tests.lab.test_rollout import HISTORY
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -32,9 +34,8 @@ SERVICES = ("containerd", "llmrack-serving", "prometheus-node-exporter")
 # Written by the monitoring role late in site.yml on every node, with no handler: removing it gives a run
 # something to do on each node that it reaches.
 LATE_FILE = "/usr/local/sbin/llmrack-accelerator-exporter"
-STORE = "/var/lib/llmrack/models"
-RELEASES = "/var/lib/llmrack/releases.json"
-IMAGE_HISTORY = "/var/lib/llmrack/images/history.json"
+STORE = NODE_STORE
+RELEASES = NODE_RELEASES
 
 
 def _completion(node: NodeState, key: str, timeout: float = 60) -> httpx.Response:
@@ -166,7 +167,7 @@ def test_full_model_store_refuses_a_new_version_by_name(lab_up: lab.UpResult, tm
     version = new_version(lab_model, tmp_path, 90, reg)
     needed = local.read_manifest(tmp_path / "v90")[0].total_bytes
     hex_ = version.split(":", 1)[1]
-    before = {path: host.file(path).content_string for path in (RELEASES, IMAGE_HISTORY)}
+    before = {path: host.file(path).content_string for path in (RELEASES, HISTORY)}
     new_release = ["-l", node.name, "-e", f"serving_model_version={version}"]
 
     # The store's filesystem for real: a tmpfs with room for half the version, over the store of a privileged node

@@ -15,16 +15,24 @@ from typing import Any
 import httpx
 import pytest
 
-from llmrack.contracts.model_manifest import MANIFEST_FILE, partial_dir, version_dir, version_hex
+from llmrack.contracts.model_manifest import (
+    MANIFEST_FILE,
+    NODE_AGENT,
+    NODE_RELEASES,
+    NODE_STORE,
+    partial_dir,
+    version_dir,
+    version_hex,
+)
 from llmrack.lab import lab, registry, serving_artifacts
 from llmrack.models import transfer
 from tests.lab.hosts import host_of
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-STORE = "/var/lib/llmrack/models"
-RELEASES = "/var/lib/llmrack/releases.json"
-AGENT = "python3 /usr/local/lib/llmrack/llmrack-model-agent.pyz"
+STORE = NODE_STORE
+RELEASES = NODE_RELEASES
+AGENT = f"python3 {NODE_AGENT}"
 UNIT = "/etc/systemd/system/llmrack-serving.service"
 
 
