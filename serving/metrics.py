@@ -59,11 +59,24 @@ class ServingMetrics(EngineObserver):
         self._failed = Counter(names.REQUEST_FAILURE, "Requests refused or failed, by HTTP status",
                                [names.MODEL_LABEL, "status"], registry=r)
         self._model_name = model_name
+        tenant_labels = [names.MODEL_LABEL, names.TENANT_LABEL]
+        self._tenant_requests = Counter(names.TENANT_REQUESTS, "Finished requests per tenant", tenant_labels,
+                                        registry=r)
+        self._tenant_prompt = Counter(names.TENANT_PROMPT_TOKENS, "Prefilled prompt tokens per tenant",
+                                      tenant_labels, registry=r)
+        self._tenant_generation = Counter(names.TENANT_GENERATION_TOKENS, "Generated tokens per tenant",
+                                          tenant_labels, registry=r)
+        # request id -> tenant, set by the API layer before the engine sees the request; written by the event loop
+        # and read by the engine thread, which a dict's single get/pop under the GIL allows.
+        self._tenants: dict[str, str] = {}
 
     # engine hooks (engine thread)
     def on_admitted(self, seq: Sequence, queue_seconds: float) -> None:
         self.queue_time.observe(queue_seconds)
         self.prompt_tokens.inc(len(seq.prompt_ids))
+        tenant = self._tenants.get(seq.request_id)
+        if tenant is not None:
+            self._tenant_prompt.labels(self._model_name, tenant).inc(len(seq.prompt_ids))
 
     def on_token(self, seq: Sequence, now: float) -> None:
         self.generation_tokens.inc()
@@ -73,6 +86,11 @@ class ServingMetrics(EngineObserver):
             self.itl.observe(now - seq.last_token)
 
     def on_finished(self, seq: Sequence, now: float) -> None:
+        tenant = self._tenants.pop(seq.request_id, None)
+        if tenant is not None:
+            # Aborted requests count too: their tokens were computed, and chargeback pays for compute.
+            self._tenant_requests.labels(self._model_name, tenant).inc()
+            self._tenant_generation.labels(self._model_name, tenant).inc(len(seq.output_ids))
         if seq.finish_reason in self._success_by_reason:
             self._success_by_reason[seq.finish_reason].inc()
             self.e2e.observe(now - seq.arrival)
@@ -87,6 +105,20 @@ class ServingMetrics(EngineObserver):
         self.kv_usage.set(kv_usage)
 
     # API layer
+    def add_tenants(self, tenants: set[str]) -> None:
+        """Series at 0 for every tenant with a key, so the first request's tokens show as an increase."""
+        for tenant in tenants:
+            for counter in (self._tenant_requests, self._tenant_prompt, self._tenant_generation):
+                counter.labels(self._model_name, tenant)
+
+    def tag(self, request_id: str, tenant: str) -> None:
+        """Count the request's tokens for `tenant` (before it is submitted, so no engine hook misses it)."""
+        self._tenants[request_id] = tenant
+
+    def untag(self, request_id: str) -> None:
+        """The request never reached the engine (refused at submit)."""
+        self._tenants.pop(request_id, None)
+
     def failed(self, status: int) -> None:
         self._failed.labels(self._model_name, str(status)).inc()
 

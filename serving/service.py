@@ -84,8 +84,9 @@ def _finish(reason: FinishReason | None) -> str | None:
 
 
 class OpenAIService:
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: ServerState, tenant: str | None = None) -> None:
         self.state = state
+        self.tenant = tenant
 
     # ---- checks -----------------------------------------------------------------------------------------------
     def _engine(self) -> AsyncEngine:
@@ -167,9 +168,12 @@ class OpenAIService:
             raise APIError(400, str(exc)) from None
 
     def _submit(self, engine: AsyncEngine, prompt: list[int], params: SamplingParams, request_id: str) -> None:
+        if self.tenant is not None:
+            self.state.metrics.tag(request_id, self.tenant)
         try:
             engine.submit(prompt, params, request_id)
         except EngineError as exc:
+            self.state.metrics.untag(request_id)
             if exc.status == 429:
                 raise APIError(429, str(exc), "rate_limit_error", code="queue_full",
                                headers={"Retry-After": "1"}) from None

@@ -24,6 +24,8 @@ class ServerState:
         self.name = settings.name
         self.metrics = ServingMetrics(self.name)
         self.keys = ApiKeys.from_file(settings.api_key_file) if settings.api_key_file else ApiKeys([])
+        self.metrics.add_tenants(self.keys.tenants)
+        self.keys.on_reload = self.metrics.add_tenants
         self.loaded: LoadedModel | None = None
         self.engine: Engine | None = None
         self.aengine: AsyncEngine | None = None

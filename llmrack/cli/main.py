@@ -18,12 +18,14 @@ from llmrack.cli import (
     drift_cmd,
     image_cmd,
     inventory_cmd,
+    keys_cmd,
     lab_cmd,
     model_cmd,
     plan_cmd,
     scan_cmd,
     serve_cmd,
     spec_cmd,
+    usage_cmd,
     validate_cmd,
 )
 from llmrack.cli.output import stderr
@@ -49,6 +51,8 @@ app.add_typer(model_cmd.app, name="model")
 app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(canary_cmd.app, name="canary")
 app.command("drift")(drift_cmd.drift)
+app.add_typer(keys_cmd.app, name="keys")
+app.command("usage")(usage_cmd.usage)
 
 
 @app.callback(invoke_without_command=True)

@@ -18,6 +18,13 @@ The serving layer (serving/metrics.py) exposes on GET /metrics, every series lab
     llmrack_request_generation_tokens      histogram  generated tokens per request
                                                       (vLLM: vllm:request_generation_tokens)
 
+Per tenant, for chargeback (`llmrack usage`), labelled `model_name` and `tenant` (the key store's tenant of the
+request's key; never the key, never anything of the prompt):
+
+    llmrack_tenant_requests_total          counter    finished requests
+    llmrack_tenant_prompt_tokens_total     counter    prefilled prompt tokens
+    llmrack_tenant_generation_tokens_total counter    generated tokens
+
 Counters are declared without the `_total` suffix (prometheus_client appends it); the constants below
 are the declared names, the exposed series names add `_total`.
 
@@ -50,6 +57,13 @@ REQUEST_SUCCESS = "llmrack_request_success"
 REQUEST_FAILURE = "llmrack_request_failure"
 
 MODEL_LABEL = "model_name"
+
+# Per tenant (chargeback): the key store's tenant of the request's key.
+TENANT_LABEL = "tenant"
+TENANT_REQUESTS = "llmrack_tenant_requests"
+TENANT_PROMPT_TOKENS = "llmrack_tenant_prompt_tokens"
+TENANT_GENERATION_TOKENS = "llmrack_tenant_generation_tokens"
+TENANT_COUNTERS = (TENANT_REQUESTS, TENANT_PROMPT_TOKENS, TENANT_GENERATION_TOKENS)
 
 # Per-request token counts (histograms): the drift report's traffic shape and the canary's output lengths.
 REQUEST_PROMPT_TOKENS = "llmrack_request_prompt_tokens"

@@ -25,9 +25,14 @@ from serving.state import ServerState
 
 def require_api_key(request: Request) -> None:
     state: ServerState = request.app.state.llm
-    if not state.keys.check(request.headers.get("authorization")):
+    if not state.keys.enabled:
+        return
+    caller = state.keys.identify(request.headers.get("authorization"))
+    if caller is None:
         raise APIError(401, "a valid API key is required: send 'Authorization: Bearer <key>'",
                        "authentication_error", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+    # The tenant (never the key) travels with the request: usage is counted per tenant.
+    request.state.tenant = caller.tenant
 
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=error_responses(401, 503))
@@ -64,7 +69,7 @@ class _SSEResponse(StreamingResponse):
 
 
 def _service(request: Request) -> OpenAIService:
-    return OpenAIService(request.app.state.llm)
+    return OpenAIService(request.app.state.llm, tenant=getattr(request.state, "tenant", None))
 
 
 def _respond(result: Any) -> Response:

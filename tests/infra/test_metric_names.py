@@ -58,7 +58,8 @@ def test_every_series_the_dashboards_and_rules_query_is_a_contract_name() -> Non
 
 def test_the_serving_layer_exposes_exactly_the_contract_s_serving_names() -> None:
     exposed = {m.name for m in ServingMetrics("m").registry.collect()}
-    declared = set(metrics.SERVING_HISTOGRAMS + metrics.SERVING_GAUGES + metrics.SERVING_COUNTERS)
+    declared = set(metrics.SERVING_HISTOGRAMS + metrics.SERVING_GAUGES + metrics.SERVING_COUNTERS
+                   + metrics.TENANT_COUNTERS)
     assert exposed == declared
 
 
