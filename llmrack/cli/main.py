@@ -12,6 +12,7 @@ import typer
 
 from llmrack import __version__
 from llmrack.cli import (
+    batch_cmd,
     bench_cmd,
     canary_cmd,
     catalog_cmd,
@@ -51,6 +52,7 @@ app.add_typer(model_cmd.app, name="model")
 app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(canary_cmd.app, name="canary")
 app.command("drift")(drift_cmd.drift)
+app.add_typer(batch_cmd.app, name="batch")
 app.add_typer(keys_cmd.app, name="keys")
 app.command("usage")(usage_cmd.usage)
 

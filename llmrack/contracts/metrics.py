@@ -25,6 +25,16 @@ request's key; never the key, never anything of the prompt):
     llmrack_tenant_prompt_tokens_total     counter    prefilled prompt tokens
     llmrack_tenant_generation_tokens_total counter    generated tokens
 
+The batch service (llmrack/batch/metrics.py) exposes on its own GET /metrics, labelled `tenant` and `batch_id`
+(per job while it runs and for an hour after it ends), and unlabelled for the service as a whole:
+
+    llmrack_batch_lines                    gauge      a job's lines, label state (pending, completed, failed)
+    llmrack_batch_tokens_total             counter    tokens of a job's answered lines, label kind (prompt, completion)
+    llmrack_batch_jobs                     gauge      jobs per tenant and status (those counted above)
+    llmrack_batch_inflight_requests        gauge      batch requests the service has at the rack now
+    llmrack_batch_concurrency_limit        gauge      how many it allows itself now (429/503 and queue back-off)
+    llmrack_batch_upstream_retries_total   counter    requests sent again because the rack was busy or away
+
 Counters are declared without the `_total` suffix (prometheus_client appends it); the constants below
 are the declared names, the exposed series names add `_total`.
 
@@ -102,6 +112,16 @@ VLLM_EQUIVALENTS = {
     GENERATION_TOKENS: VLLM_GENERATION_TOKENS,
     REQUEST_SUCCESS: VLLM_REQUEST_SUCCESS,
 }
+
+# The batch service's series (llmrack.batch.metrics); counters declared without `_total`.
+BATCH_LINES = "llmrack_batch_lines"
+BATCH_TOKENS = "llmrack_batch_tokens"
+BATCH_JOBS = "llmrack_batch_jobs"
+BATCH_INFLIGHT = "llmrack_batch_inflight_requests"
+BATCH_CONCURRENCY_LIMIT = "llmrack_batch_concurrency_limit"
+BATCH_UPSTREAM_RETRIES = "llmrack_batch_upstream_retries"
+TENANT_LABEL = "tenant"
+BATCH_ID_LABEL = "batch_id"
 
 ACCELERATOR_UP = "llmrack_accelerator_up"
 ACCELERATOR_COUNT = "llmrack_accelerator_count"

@@ -1,0 +1,115 @@
+"""Fixtures for the batch tests: a real llmrack server on a tiny model upstream, the batch service as the real
+`llmrack batch serve` command in a subprocess (so a test can kill it), and the official openai client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import torch._dynamo  # noqa: F401  # before ansible replaces sys.intern: see tests/serving/conftest.py
+
+from serving.model.tiny import make_tiny
+from tests.serving.conftest import ThreadServer, free_port
+
+KEYS = {"alice": "sk-alice-0123456789", "bob": "sk-bob-9876543210"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    # Two shared cores: torch's spinning worker threads would slow the tiny model down several times.
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny("qwen2", tmp_path_factory.mktemp("models") / "tiny-qwen2", seed=0)
+
+
+@pytest.fixture(scope="module")
+def upstream(tiny_model: Path) -> Iterator[ThreadServer]:
+    with ThreadServer(tiny_model, max_num_seqs=8, max_model_len=512, max_queue=64) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "api-keys"
+    path.write_text("# one key per line\n" + "".join(f"{k}\n" for k in KEYS.values()))
+    return path
+
+
+class BatchService:
+    """`llmrack batch serve` as a child process on a free port; `kill()` is a crash (SIGKILL), not a stop."""
+
+    def __init__(self, upstream: str, state: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.argv = [sys.executable, "-m", "llmrack", "batch", "serve", "--upstream", upstream, "--port",
+                     str(self.port), "--state", str(state), "--log-level", "warning", *extra]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BatchService:
+        self.proc = subprocess.Popen(self.argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"the batch service exited with {self.proc.returncode}"
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError("the batch service did not answer /health within 30 s")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def client(self, key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=30)
+
+
+def requests_file(path: Path, n: int, model: str, *, max_tokens: int = 8, extra: list[dict[str, Any]] | None = None,
+                  url: str = "/v1/chat/completions") -> Path:
+    """A batch input file of `n` chat requests (custom_id req-0 .. req-n-1), plus any `extra` lines."""
+    lines = [{"custom_id": f"req-{i}", "method": "POST", "url": url,
+              "body": {"model": model, "messages": [{"role": "user", "content": f"say something about {i}"}],
+                       "max_tokens": max_tokens, "temperature": 0}} for i in range(n)]
+    path.write_text("".join(json.dumps(line) + "\n" for line in [*lines, *(extra or [])]))
+    return path
+
+
+def wait_for(client: openai.OpenAI, batch_id: str, statuses: tuple[str, ...] = ("completed",),
+             timeout: float = 120.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = client.batches.retrieve(batch_id)
+        if batch.status in statuses:
+            return batch
+        time.sleep(0.2)
+    raise TimeoutError(f"{batch_id} still {batch.status} after {timeout} s ({batch.request_counts})")
+
+
+def jsonl_of(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
+    if file_id is None:
+        return []
+    return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
