@@ -55,6 +55,7 @@ class PlanRequest:
     kv_cache_dtype: KVCacheDType = KVCacheDType.auto
     replicas: int = 1
     tensor_parallel: int | None = None  # None: choose the smallest that fits
+    pipeline_parallel: int | None = None  # None: choose; a number: exactly that many stages (nodes) per replica
     memory_utilization: float = DEFAULT_MEMORY_UTILIZATION
     max_nodes: int = DEFAULT_MAX_NODES
     prompt_tokens: int | None = None  # for the prefill bound; default: the whole context
@@ -75,6 +76,8 @@ class PlanRequest:
             (self.max_nodes >= 1, f"max nodes must be at least 1, got {self.max_nodes}"),
             (self.tensor_parallel is None or self.tensor_parallel >= 1,
              f"tensor parallel must be 'auto' or at least 1, got {self.tensor_parallel}"),
+            (self.pipeline_parallel is None or self.pipeline_parallel >= 1,
+             f"pipeline parallel must be 'auto' or at least 1, got {self.pipeline_parallel}"),
             (0 <= self.headroom <= 0.9, f"headroom must be between 0 and 0.9, got {self.headroom}"),
             (self.target_tokens_per_s is None or self.target_tokens_per_s > 0,
              f"target tokens/s must be positive, got {self.target_tokens_per_s}"),
@@ -117,6 +120,7 @@ class ModelSummary(BaseModel):
 class AcceleratorSummary(BaseModel):
     name: str
     product: str
+    vendor: str
     memory_gib: float
     devices_per_node: int
     interconnect: str
@@ -139,6 +143,8 @@ class Plan(BaseModel):
     tensor_parallel: int
     pipeline_parallel: int
     nodes: int
+    nodes_per_replica: int  # a replica is this many nodes: one leader (rank 0) and nodes_per_replica - 1 workers
+    layout_reason: str  # why this layout: TP within a node, PP across nodes
     fits: bool
     memory_per_device: MemoryPerDevice
     max_concurrent_sequences: int  # per replica, at `context`
@@ -216,15 +222,45 @@ def _max_sequences(req: PlanRequest, mem: MemoryPerDevice, layout: _Layout, kv: 
 
 
 def _layouts(req: PlanRequest, acc: Accelerator) -> list[_Layout]:
-    """Candidate layouts, smallest first: TP within a node, then pipeline stages across nodes."""
+    """Candidate layouts, smallest first: TP within a node, then pipeline stages across nodes.
+
+    Why this order: a tensor-parallel all-reduce runs twice per layer per token, so TP stays on the node's
+    NVLink/HCCS; a pipeline stage hands one activation per micro-batch to the next node, which the
+    inter-node network carries well. One stage per node, each node's devices one TP group."""
     arch = req.arch
     tps = [req.tensor_parallel] if req.tensor_parallel else [t for t in TP_CANDIDATES if t <= acc.devices_per_node]
     valid_tps = [t for t in tps if arch.tensor_parallel_problem(t) is None and t <= acc.devices_per_node]
+    stages = range(2, min(req.max_nodes, arch.num_layers) + 1)
+    if req.pipeline_parallel is not None:
+        if req.pipeline_parallel > 1:
+            # Asked for: every TP degree may take it, not only the widest.
+            return sorted((_Layout(t, req.pipeline_parallel) for t in valid_tps
+                           if req.pipeline_parallel <= min(req.max_nodes, arch.num_layers)),
+                          key=lambda lay: (lay.devices, lay.pp))
+        return [_Layout(t, 1) for t in valid_tps]
     out = [_Layout(t, 1) for t in valid_tps]
     if valid_tps:
         widest = max(valid_tps)
-        out += [_Layout(widest, pp) for pp in range(2, min(req.max_nodes, arch.num_layers) + 1)]
+        out += [_Layout(widest, pp) for pp in stages]
     return sorted(out, key=lambda lay: (lay.devices, lay.pp))
+
+
+def _nodes_per_replica(acc: Accelerator, layout: _Layout) -> int:
+    if layout.pp == 1:
+        return math.ceil(layout.tp / acc.devices_per_node)
+    return layout.pp  # one pipeline stage per node
+
+
+def _layout_reason(req: PlanRequest, acc: Accelerator, layout: _Layout) -> str:
+    tp = (f"TP {layout.tp} within one node ({acc.interconnect.value}): its all-reduces run twice per layer per "
+          "token") if layout.tp > 1 else "TP 1"
+    if layout.pp == 1:
+        return f"{tp}; one node per replica"
+    stages = "asked for (serving.pipeline_parallel)" if req.pipeline_parallel else "the weights and KV cache " \
+        f"need more than one {acc.name} node"
+    return (f"{tp}; PP {layout.pp} across {layout.pp} nodes, one stage of ~{math.ceil(req.arch.num_layers / layout.pp)}"
+            f" layers per node ({stages}): only one activation per micro-batch crosses the network. A replica is "
+            f"{layout.pp} nodes: rank 0 leads (API server), ranks 1-{layout.pp - 1} are headless workers")
 
 
 def _peak_flops(acc: Accelerator, dtype: WeightsDType) -> float:
@@ -358,6 +394,7 @@ def _build(req: PlanRequest, acc: Accelerator, layout: _Layout, fits: bool, reas
             name=acc.name,
             product=acc.product,
             memory_gib=round(acc.memory_bytes / GIB, 1),
+            vendor=acc.vendor.value,
             devices_per_node=acc.devices_per_node,
             interconnect=acc.interconnect.value,
             uncertain=acc.uncertain,
@@ -375,6 +412,8 @@ def _build(req: PlanRequest, acc: Accelerator, layout: _Layout, fits: bool, reas
         tensor_parallel=layout.tp,
         pipeline_parallel=layout.pp,
         nodes=_nodes(acc, layout, req.replicas),
+        nodes_per_replica=_nodes_per_replica(acc, layout),
+        layout_reason=_layout_reason(req, acc, layout),
         fits=fits,
         memory_per_device=mem,
         max_concurrent_sequences=max_seqs,
@@ -406,6 +445,11 @@ def _no_layout_reason(req: PlanRequest, acc: Accelerator) -> str:
             f"tensor parallel {req.tensor_parallel} exceeds the {acc.devices_per_node} devices of one "
             f"{acc.name} node (tensor parallelism stays within a node; pipeline stages span nodes)"
         )
+    if req.pipeline_parallel and req.pipeline_parallel > min(req.max_nodes, req.arch.num_layers):
+        problems.append(
+            f"pipeline parallel {req.pipeline_parallel} needs {req.pipeline_parallel} nodes (one stage each) and "
+            f"{req.pipeline_parallel} layers, and there are {req.max_nodes} nodes and {req.arch.num_layers} layers"
+        )
     return "; ".join(problems) or "no tensor parallel degree is possible"
 
 
@@ -419,7 +463,8 @@ def plan(req: PlanRequest, acc: Accelerator) -> Plan:
     """
     layouts = _layouts(req, acc)
     if not layouts:
-        return _build(req, acc, _Layout(req.tensor_parallel or 1, 1), False, _no_layout_reason(req, acc))
+        return _build(req, acc, _Layout(req.tensor_parallel or 1, req.pipeline_parallel or 1), False,
+                      _no_layout_reason(req, acc))
     kv = resolve_kv_dtype(req.kv_cache_dtype, req.weights_dtype)
     holding: dict[bool, list[_Layout]] = {True: [], False: []}
     for keep in (True, False):

@@ -16,7 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from llmrack import catalog
 from llmrack.arch import ModelArch, load_config_file
-from llmrack.contracts.serving_command import Engine, EngineChoice, ServingCommandError, choose_engine
+from llmrack.contracts.serving_command import (
+    Engine,
+    Executor,
+    ServingCommandError,
+    choose_engine,
+    layout_problems,
+    node_kind_of_vendor,
+)
 from llmrack.contracts.serving_defaults import MAX_MODEL_LEN, MAX_NUM_SEQS, MAX_QUEUE, PORT
 from llmrack.dtypes import KVCacheDType, WeightsDType
 from llmrack.errors import NotFoundError, UsageError
@@ -29,7 +36,6 @@ from llmrack.plan import (
     DEFAULT_HEADROOM,
     DEFAULT_MAX_NODES,
     DEFAULT_MEMORY_UTILIZATION,
-    Plan,
     PlanRequest,
 )
 from llmrack.validation.acceptance import ValidationSpec
@@ -99,11 +105,17 @@ class ServingSpec(_Strict):
     memory_utilization: float = Field(DEFAULT_MEMORY_UTILIZATION, ge=0.1, le=0.99)
     max_queue: int = MAX_QUEUE.field()
     port: int = PORT.field()
-    engine: Engine = Field(Engine.auto, description="llmrack (one device), vllm (TP/PP), or auto: llmrack when the "
-                           "plan fits one device, vllm otherwise")
+    pipeline_parallel: Literal["auto"] | int = Field("auto", description="'auto' or a number of pipeline stages "
+                                                     "from 1 to 64, one node each: a replica spans that many nodes")
+    expert_parallel: bool = Field(False, description="vLLM's expert parallelism for MoE models "
+                                  "(--enable-expert-parallel); accelerator nodes only")
+    executor: Executor = Field(Executor.mp, description="how a replica of several nodes starts: mp (vLLM's own "
+                               "launcher, nothing more in the image) or ray (the image must carry Ray)")
+    engine: Engine = Field(Engine.auto, description="llmrack (one device, one node), vllm (TP/PP, replicas across "
+                           "nodes), or auto: the serving command module's choice (vllm on accelerator nodes; on CPU "
+                           "nodes llmrack when the plan fits one device)")
 
-
-    @field_validator("tensor_parallel", mode="before")
+    @field_validator("tensor_parallel", "pipeline_parallel", mode="before")
     @classmethod
     def _tp(cls, value: Any) -> Any:
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64):
@@ -170,18 +182,12 @@ class DeploymentSpec(_Strict):
         assert self.model.name is not None
         return catalog.model(self.model.name).arch
 
-    def engine_choice(self, plan: Plan) -> EngineChoice:
-        """Which engine serves this deployment on `plan`, and why; a SpecError names the key to change."""
-        try:
-            return choose_engine(self.serving.engine, plan.tensor_parallel, plan.pipeline_parallel)
-        except ServingCommandError as exc:
-            raise SpecError(f"invalid deployment spec:\n  {exc}") from None
-
     def plan_request(self) -> PlanRequest:
         prices = {}
         if self.costs.accelerator_price_usd is not None:
             prices[self.accelerator] = self.costs.accelerator_price_usd
         tp = self.serving.tensor_parallel
+        pp = self.serving.pipeline_parallel
         return PlanRequest(
             model_name=self.model.label,
             arch=self.arch(),
@@ -191,6 +197,7 @@ class DeploymentSpec(_Strict):
             kv_cache_dtype=self.model.kv_cache_dtype,
             replicas=self.serving.replicas,
             tensor_parallel=None if tp == "auto" else tp,
+            pipeline_parallel=None if pp == "auto" else pp,
             memory_utilization=self.serving.memory_utilization,
             max_nodes=self.nodes,
             amortization_years=self.costs.amortization_years,
@@ -223,16 +230,21 @@ def _check_against_model(spec: DeploymentSpec, where: str) -> None:
         arch = spec.arch()
     except UsageError as exc:
         raise SpecError(f"{where}: invalid deployment spec:\n  model.config: {exc}") from None
-    tp = spec.serving.tensor_parallel
-    if tp == "auto":
-        return
+    problems = _layout_problems(spec, arch)
+    if problems:
+        raise SpecError(f"{where}: invalid deployment spec:\n  " + "\n  ".join(problems))
+
+
+def _layout_problems(spec: DeploymentSpec, arch: ModelArch) -> list[str]:
+    serving = spec.serving
+    tp = 1 if serving.tensor_parallel == "auto" else serving.tensor_parallel
+    pp = 1 if serving.pipeline_parallel == "auto" else serving.pipeline_parallel
     problems = []
-    if tp > 1 and spec.serving.engine is Engine.llmrack:
-        problems.append(
-            f"serving.engine: llmrack serves one device, but serving.tensor_parallel is {tp}: set serving.engine "
-            "to vllm (or auto), or serving.tensor_parallel to 1"
-        )
-    if problem := arch.tensor_parallel_problem(tp):
+    try:
+        choose_engine(serving.engine, tp, pp)
+    except ServingCommandError as exc:
+        problems.append(str(exc))
+    if serving.tensor_parallel != "auto" and (problem := arch.tensor_parallel_problem(tp)):
         problems.append(f"serving.tensor_parallel: {tp} is not valid: {problem} of {spec.model.label}")
     per_node = catalog.accelerator(spec.accelerator).devices_per_node
     if tp > per_node:
@@ -240,8 +252,21 @@ def _check_against_model(spec: DeploymentSpec, where: str) -> None:
             f"serving.tensor_parallel: {tp} is not valid: tensor parallelism stays within one node and a "
             f"{spec.accelerator} node has {per_node} devices (pipeline stages span nodes)"
         )
-    if problems:
-        raise SpecError(f"{where}: invalid deployment spec:\n  " + "\n  ".join(problems))
+    if pp > arch.num_layers:
+        problems.append(f"serving.pipeline_parallel: {pp} stages for {arch.num_layers} layers of {spec.model.label}: "
+                        f"use at most {arch.num_layers}")
+    if pp > 1 and pp * serving.replicas > spec.nodes:
+        problems.append(
+            f"serving.pipeline_parallel: {pp} stages x serving.replicas {serving.replicas} need "
+            f"{pp * serving.replicas} nodes (one stage per node), and nodes is {spec.nodes}: raise nodes or lower "
+            "serving.pipeline_parallel"
+        )
+    if serving.expert_parallel and arch.moe is None:
+        problems.append(f"serving.expert_parallel: true, but {spec.model.label} has no experts: set it to false")
+    # Whether vLLM can run the layout on the spec's own accelerator (the renderer repeats it per node kind).
+    kind = node_kind_of_vendor(catalog.accelerator(spec.accelerator).vendor.value)
+    problems += [p for p in layout_problems(tp, pp, pp, kind, serving.expert_parallel) if p not in problems]
+    return problems
 
 
 def load_spec(path: Path) -> DeploymentSpec:

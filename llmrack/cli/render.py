@@ -6,7 +6,7 @@ from rich.table import Table
 
 from llmrack.catalog import GIB
 from llmrack.cli.output import stdout, warn
-from llmrack.contracts.serving_command import Engine, EngineChoice, choose_engine
+from llmrack.contracts.serving_command import Engine, EngineChoice, choose_engine, node_kind_of_vendor
 from llmrack.plan import Plan
 
 
@@ -22,7 +22,8 @@ def show_plan(p: Plan, engine: EngineChoice | None = None) -> None:
     """`engine`: the spec's choice; without a spec, what serving.engine: auto would pick for this plan."""
     mem = p.memory_per_device
     if engine is None:
-        engine = choose_engine(Engine.auto, p.tensor_parallel, p.pipeline_parallel)
+        engine = choose_engine(Engine.auto, p.tensor_parallel, p.pipeline_parallel,
+                               node_kind_of_vendor(p.accelerator.vendor))
     table = Table(title=f"{p.model.name} on {p.accelerator.name}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -34,6 +35,7 @@ def show_plan(p: Plan, engine: EngineChoice | None = None) -> None:
         ("fits", "[green]yes[/green]" if p.fits else "[red]no[/red]"),
         ("layout", f"TP {p.tensor_parallel} x PP {p.pipeline_parallel} = {p.count_per_replica} per replica, "
                    f"x {p.replicas} replicas = {p.count} x {p.accelerator.name} on {p.nodes} node(s)"),
+        ("replica", f"{p.nodes_per_replica} node(s): {p.layout_reason}"),
         ("engine", f"{engine.engine.value} ({engine.reason})"),
         ("per device", f"{_gib(mem.usable_bytes)} usable = {_gib(mem.weights_bytes)} weights + "
                        f"{_gib(mem.runtime_overhead_bytes)} runtime + {_gib(mem.activation_workspace_bytes)} "

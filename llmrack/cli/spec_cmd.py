@@ -9,9 +9,10 @@ import typer
 from llmrack import catalog
 from llmrack.cli.output import emit_json, info
 from llmrack.cli.render import show_plan
+from llmrack.contracts.serving_command import ServingCommandError, engine_for
 from llmrack.errors import EXIT_FAILURE
 from llmrack.plan import plan as make_plan
-from llmrack.spec import load_spec
+from llmrack.spec import SpecError, load_spec
 
 app = typer.Typer(help="Work with deployment specs.", no_args_is_help=True)
 
@@ -25,10 +26,14 @@ def check(
     spec = load_spec(file)
     result = make_plan(spec.plan_request(), catalog.accelerator(spec.accelerator))
     # Which engine serves it follows from the plan (serving.engine: auto) or is checked against it.
-    engine = spec.engine_choice(result) if result.fits else None
+    try:
+        engine = engine_for(spec, result) if result.fits else None
+    except ServingCommandError as exc:
+        raise SpecError(f"{file}: invalid deployment spec:\n  {exc}") from None
     if as_json:
         emit_json({"spec": spec.model_dump(mode="json"), "plan": result.model_dump(mode="json"),
-                   "engine": {"engine": engine.engine.value, "reason": engine.reason} if engine else None})
+                   "engine": {"engine": engine.engine.value, "reason": engine.reason} if engine else None,
+                   "replica": {"nodes": result.nodes_per_replica, "layout": result.layout_reason}})
     else:
         info(f"{file}: valid deployment spec {spec.name!r} ({spec.environment.value})")
         show_plan(result, engine)

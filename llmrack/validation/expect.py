@@ -46,6 +46,7 @@ from llmrack.contracts.inventory import (
     CPU_GROUP,
     DEPLOYMENT_VAR,
     NVIDIA_GROUP,
+    SERVING_DEVICE_VAR,
     SERVING_GROUP,
     SERVING_URL_VAR,
 )
@@ -84,6 +85,12 @@ class Expectations:
     @property
     def device_label(self) -> str:
         return {NodeKind.nvidia: "gpu", NodeKind.ascend: "npu"}.get(self.kind, "cpu")
+
+    @property
+    def serving_device(self) -> str:
+        """What the serving layer computes on (the inventory's serving_device; the lab serves on cpu)."""
+        default = {NodeKind.nvidia: "cuda", NodeKind.ascend: "npu"}.get(self.kind, "cpu")
+        return str(self.vars.get(SERVING_DEVICE_VAR) or default)
 
     def var(self, name: str, default: Any = None) -> Any:
         return self.vars.get(name, default)

@@ -58,7 +58,8 @@ class Target:
         if self.exp.serving_url:
             model = self.exp.spec.model.label if self.exp.spec else None
             ev.items["serving"] = serving_probe.probe(self.exp.serving_url, self.exp.api_keys, model,
-                                                      ready=serving_probe.ready_path(self.exp.spec))
+                                                      ready=serving_probe.ready_path(self.exp.spec,
+                                                                                     self.exp.serving_device))
         return ev
 
     def evidence(self) -> Evidence:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from llmrack import catalog
-from llmrack.contracts.serving_command import READY_PATH, Engine, ServingCommandError
+from llmrack.contracts.serving_command import READY_PATH, Engine, ServingCommandError, engine_for
 from llmrack.errors import LlmrackError
 from llmrack.plan import plan
 from llmrack.spec import DeploymentSpec
@@ -26,12 +26,14 @@ def _call(client: httpx.Client, method: str, path: str, key: str | None, **kwarg
     return {"status": resp.status_code, "seconds": time.perf_counter() - start, "body": resp.text[:2000]}
 
 
-def ready_path(spec: DeploymentSpec | None) -> str:
-    """Where the spec's engine says it is ready (llmrack.contracts.serving_command): /ready, or vLLM's /health."""
+def ready_path(spec: DeploymentSpec | None, device: str | None = None) -> str:
+    """Where the spec's engine on a node serving on `device` (the inventory's serving_device; default: the
+    accelerator's own kind) says it is ready (llmrack.contracts.serving_command): /ready, or vLLM's /health."""
     if spec is None:
         return READY_PATH[Engine.llmrack]
     try:
-        return READY_PATH[spec.engine_choice(plan(spec.plan_request(), catalog.accelerator(spec.accelerator))).engine]
+        return READY_PATH[engine_for(spec, plan(spec.plan_request(), catalog.accelerator(spec.accelerator)),
+                                     device).engine]
     except (LlmrackError, ServingCommandError):
         return READY_PATH[Engine.llmrack]
 

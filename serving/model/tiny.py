@@ -94,7 +94,12 @@ def _config(arch: Arch, vocab_size: int, bos_id: int, eos_id: int, dims: dict[st
         return Qwen2Config(**common)
     if arch is Arch.llama:
         return LlamaConfig(**common)
-    # MLA + MoE, scaled down: latent KV rank 64, 8 routed experts (2 per token) + 1 shared, first layer dense.
+    # MLA + MoE with DeepSeek-V3's own layout, scaled down only in width, depth and expert count. The router keys
+    # (`topk_method: noaux_tc`, `scoring_func: sigmoid`) are what a real DeepSeek-V3/R1 config.json carries: vLLM
+    # builds the router's e_score_correction_bias only when they are there (without them it fails to load the
+    # weights with a KeyError). The MLA dims are the real model's: vLLM's CPU MLA kernels take a latent head of
+    # kv_lora_rank + qk_rope_head_dim = 512 + 64 = 576 and refuse smaller ones (96: "Head dimension 96 is not
+    # supported by MLA"). 8 routed experts (2 per token, in 2 groups) + 1 shared, first layer dense.
     common.update(
         num_key_value_heads=4,
         moe_intermediate_size=128,
@@ -104,9 +109,13 @@ def _config(arch: Arch, vocab_size: int, bos_id: int, eos_id: int, dims: dict[st
         n_group=2,
         topk_group=1,
         first_k_dense_replace=1,
+        topk_method="noaux_tc",
+        scoring_func="sigmoid",
+        norm_topk_prob=True,
+        routed_scaling_factor=2.5,
         q_lora_rank=64,
-        kv_lora_rank=64,
-        qk_rope_head_dim=32,
+        kv_lora_rank=512,
+        qk_rope_head_dim=64,
         qk_nope_head_dim=32,
         v_head_dim=64,
     )

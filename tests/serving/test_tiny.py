@@ -45,3 +45,11 @@ def test_cli_is_deterministic(tmp_path: Path, tiny_models: dict[str, Path]) -> N
 def test_cli_rejects_unknown_arch(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["model", "make-tiny", "--arch", "gpt5", "--out", str(tmp_path)])
     assert result.exit_code == 2
+
+
+def test_tiny_deepseek_v3_has_the_real_models_router_keys_and_mla_head(tiny_models: dict[str, Path]) -> None:
+    # vLLM loads a DeepSeek-V3 only with these router keys, and its CPU MLA kernels take a 512 + 64 latent head.
+    config = json.loads((tiny_models["deepseek_v3"] / "config.json").read_text())
+    assert config["topk_method"] == "noaux_tc" and config["scoring_func"] == "sigmoid"
+    assert config["kv_lora_rank"] + config["qk_rope_head_dim"] == 576
+    assert config["n_routed_experts"] == 8 and config["first_k_dense_replace"] == 1

@@ -200,3 +200,23 @@ def test_plan_or_raise():
 def test_bad_requests(kw, message):
     with pytest.raises(UsageError, match=message):
         request("deepseek-r1-distill-qwen-7b", **kw)
+
+
+# --- replicas across nodes --------------------------------------------------------------------
+def test_deepseek_r1_replica_is_nodes_of_tp_inside_pp_across():
+    # bf16 R1 (1.3 TB of weights): TP 8 on each node's NVLink, one pipeline stage per node.
+    for acc, nodes in (("a100-80g", 4), ("h200", 2)):
+        p = on("deepseek-r1", acc, context=8192, concurrency=16, max_nodes=8)
+        assert p.fits and (p.tensor_parallel, p.pipeline_parallel) == (8, nodes)
+        assert p.nodes_per_replica == nodes == p.nodes
+        assert f"PP {nodes} across {nodes} nodes" in p.layout_reason and "TP 8 within one node" in p.layout_reason
+    small = on("deepseek-r1-distill-qwen-7b", "a100-80g")
+    assert small.nodes_per_replica == 1 and "one node per replica" in small.layout_reason
+
+
+def test_pipeline_parallel_asked_for_is_kept_even_when_one_device_would_do():
+    p = on("deepseek-r1-distill-qwen-1.5b", "a100-80g", pipeline_parallel=2, max_nodes=2)
+    assert p.fits and (p.tensor_parallel, p.pipeline_parallel, p.nodes_per_replica) == (1, 2, 2)
+    assert "asked for (serving.pipeline_parallel)" in p.layout_reason
+    too_many = on("deepseek-r1-distill-qwen-1.5b", "a100-80g", pipeline_parallel=4, max_nodes=2)
+    assert not too_many.fits and "pipeline parallel 4 needs 4 nodes" in (too_many.reason or "")

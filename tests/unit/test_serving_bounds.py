@@ -18,7 +18,8 @@ from llmrack.spec import ServingSpec
 from serving.settings import ServingSettings
 
 # Spec serving fields that size the plan or pick the engine; the server has no such setting.
-PLAN_ONLY = {"replicas", "tensor_parallel", "memory_utilization", "engine"}
+PLAN_ONLY = {"replicas", "tensor_parallel", "pipeline_parallel", "expert_parallel", "executor", "memory_utilization",
+             "engine"}
 BASE = {"max_model_len": 1024, "max_num_seqs": 4, "max_queue": 16, "port": 8000}
 
 

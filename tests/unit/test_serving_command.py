@@ -14,11 +14,14 @@ import yaml
 
 from llmrack import catalog
 from llmrack.contracts.serving_command import (
+    LEADER_PORT,
     Engine,
     NodeKind,
+    ReplicaMember,
     ServingCommandError,
     ServingInputs,
     choose_engine,
+    engine_for,
     render,
 )
 from llmrack.plan import Plan, plan
@@ -53,17 +56,21 @@ def _flags(args: tuple[str, ...] | list[str]) -> dict[str, str]:
     return dict(zip(args[start::2], args[start + 1::2], strict=True))
 
 
-def test_auto_serves_one_device_with_llmrack_and_more_with_vllm() -> None:
-    assert choose_engine("auto", 1, 1).engine is Engine.llmrack
+def test_auto_serves_accelerator_nodes_with_vllm_and_one_cpu_device_with_llmrack() -> None:
+    assert choose_engine("auto", 1, 1).engine is Engine.llmrack  # a CPU node (the lab, tests)
     wide = choose_engine("auto", 2, 1)
     assert wide.engine is Engine.vllm and "TP 2 x PP 1 = 2 devices" in wide.reason
+    for node in (NodeKind.cuda, NodeKind.npu):
+        one = choose_engine("auto", 1, 1, node)
+        assert one.engine is Engine.vllm and f"every accelerator node ({node.value})" in one.reason
     assert choose_engine("vllm", 1, 1).engine is Engine.vllm
     one = _spec(tensor_parallel=1)
-    assert one.engine_choice(_plan(one)).engine is Engine.llmrack
+    assert engine_for(one, _plan(one)).engine is Engine.vllm  # an a100-80g spec: its nodes are cuda
+    assert engine_for(one, _plan(one), "cpu").engine is Engine.llmrack  # the same spec on the lab's CPU nodes
 
 
 def test_llmrack_engine_refuses_a_multi_device_plan_naming_the_key_and_the_fix() -> None:
-    with pytest.raises(SpecError, match=r"serving\.engine: llmrack serves one device.*serving\.tensor_parallel is 2"):
+    with pytest.raises(SpecError, match=r"serving\.engine: llmrack serves one device.*TP 2 x PP 1 = 2 devices"):
         _spec(engine="llmrack", tensor_parallel=2)
     with pytest.raises(ServingCommandError, match=r"set serving\.engine to vllm \(or auto\)"):
         choose_engine("llmrack", 2, 2)
@@ -83,8 +90,8 @@ def test_spec_check_says_which_engine_and_why(tmp_path: Path) -> None:
     out = json.loads(proc.stdout)
     # TP 4: the plan keeps 20 % of memory unused (planning.headroom), which TP 2 would eat.
     assert out["plan"]["tensor_parallel"] == 4
-    assert out["engine"] == {"engine": "vllm", "reason": "auto: the plan needs TP 4 x PP 1 = 4 devices per "
-                                                         "replica, vLLM"}
+    assert out["engine"]["engine"] == "vllm" and "every accelerator node (cuda)" in out["engine"]["reason"]
+    assert out["replica"]["nodes"] == 1
     data["serving"]["engine"] = "llmrack"
     spec.write_text(yaml.safe_dump(data))
     proc = subprocess.run([str(BIN / "llmrack"), "spec", "check", str(spec)], capture_output=True, text=True,
@@ -107,16 +114,75 @@ def test_vllm_flags_come_from_the_plan() -> None:
     assert fp8["--quantization"] == "fp8" and fp8["--kv-cache-dtype"] == "fp8"
 
 
-def test_pipeline_stages_across_nodes_use_the_ray_executor() -> None:
+def _r1_on_h200(**serving: Any) -> tuple[DeploymentSpec, Plan]:
     spec = parse_spec({"name": "r1", "environment": "prod", "accelerator": "h200", "nodes": 2,
                        "model": {"name": "deepseek-r1", "source": "/m", "weights_dtype": "fp8"},
-                       "serving": {"max_model_len": 32768, "max_num_seqs": 32}}, "spec")
-    p = _plan(spec)
-    assert (p.tensor_parallel, p.pipeline_parallel) == (8, 2)
-    cmd = render(ServingInputs.from_spec(spec, p, "cuda", model_path="/models/r1"))
-    flags = _flags(cmd.args)
-    assert flags["--tensor-parallel-size"] == "8" and flags["--pipeline-parallel-size"] == "2"
-    assert flags["--distributed-executor-backend"] == "ray" and flags["--quantization"] == "fp8"
+                       "serving": {"max_model_len": 32768, "max_num_seqs": 32, **serving}}, "spec")
+    return spec, _plan(spec)
+
+
+def test_a_replica_across_nodes_runs_vllms_own_launcher_per_rank() -> None:
+    spec, p = _r1_on_h200()
+    assert (p.tensor_parallel, p.pipeline_parallel, p.nodes_per_replica) == (8, 2, 2)
+    cmds = [render(ServingInputs.from_spec(spec, p, "cuda", model_path="/models/r1", replica=ReplicaMember(
+        nodes=2, rank=rank, leader_address="10.0.0.1", address=f"10.0.0.{rank + 1}", interface="ens8f0")))
+        for rank in (0, 1)]
+    for rank, cmd in enumerate(cmds):
+        flags = _flags([a for a in cmd.args if a != "--headless"])
+        assert flags["--tensor-parallel-size"] == "8" and flags["--pipeline-parallel-size"] == "2"
+        assert flags["--distributed-executor-backend"] == "mp" and flags["--quantization"] == "fp8"
+        assert (flags["--nnodes"], flags["--node-rank"]) == ("2", str(rank))
+        assert (flags["--master-addr"], flags["--master-port"]) == ("10.0.0.1", str(LEADER_PORT))
+        assert cmd.env["VLLM_HOST_IP"] == f"10.0.0.{rank + 1}"
+        assert cmd.env["GLOO_SOCKET_IFNAME"] == cmd.env["NCCL_SOCKET_IFNAME"] == "ens8f0"
+        assert (cmd.nodes, cmd.rank) == (2, rank)
+    leader, worker = cmds
+    assert "--headless" not in leader.args and leader.serves_http and "--config" in leader.args
+    assert "--headless" in worker.args and not worker.serves_http and "--config" not in worker.args
+    assert "ray" not in " ".join(leader.argv + worker.argv)
+
+
+def test_ascend_nodes_name_the_data_network_for_hccl() -> None:
+    cmd = render(_inputs(node=NodeKind.npu, tensor_parallel=8, pipeline_parallel=4, replica=ReplicaMember(
+        nodes=4, rank=2, leader_address="192.168.1.1", address="192.168.1.3", interface="enp189s0f0")))
+    assert cmd.env["HCCL_IF_IP"] == "192.168.1.3"
+    assert cmd.env["HCCL_SOCKET_IFNAME"] == cmd.env["TP_SOCKET_IFNAME"] == cmd.env["GLOO_SOCKET_IFNAME"]
+    assert "NCCL_SOCKET_IFNAME" not in cmd.env and "--headless" in cmd.args
+
+
+def test_a_cpu_replica_across_nodes_binds_only_its_local_ranks() -> None:
+    # PP 2 over 2 nodes: one rank per node, vLLM-CPU binds it itself; TP 2 x PP 2 over 2 nodes: two per node.
+    one = render(_inputs(node=NodeKind.cpu, tensor_parallel=1, pipeline_parallel=2, cpu_cores=2,
+                         replica=ReplicaMember(nodes=2, rank=1, leader_address="10.88.0.2", interface="eth0")))
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in one.env and one.env["GLOO_SOCKET_IFNAME"] == "eth0"
+    two = render(_inputs(node=NodeKind.cpu, tensor_parallel=2, pipeline_parallel=2, cpu_cores=4,
+                         replica=ReplicaMember(nodes=2, rank=0, leader_address="10.88.0.2")))
+    assert two.env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1|2-3"
+
+
+def test_ray_only_when_the_spec_asks_for_it() -> None:
+    spec, p = _r1_on_h200(executor="ray")
+    member = {"leader_address": "10.0.0.1", "nodes": 2}
+    leader = render(ServingInputs.from_spec(spec, p, "cuda", model_path="/m", replica=ReplicaMember(rank=0, **member)))
+    worker = render(ServingInputs.from_spec(spec, p, "cuda", model_path="/m", replica=ReplicaMember(rank=1, **member)))
+    assert leader.program[:2] == ("sh", "-c") and "ray start --head" in leader.program[2]
+    assert _flags(leader.args)["--distributed-executor-backend"] == "ray"
+    assert worker.argv == ("ray", "start", "--block", f"--address=10.0.0.1:{LEADER_PORT}")
+    assert not worker.serves_http
+
+
+def test_bad_replicas_are_refused_naming_what_to_set() -> None:
+    with pytest.raises(ServingCommandError, match=r"needs its leader's address.*llmrack_node_address"):
+        render(_inputs(pipeline_parallel=2, replica=ReplicaMember(nodes=2, rank=1)))
+    with pytest.raises(ServingCommandError, match=r"llmrack_replica_rank 2 is outside a replica of 2 nodes"):
+        render(_inputs(pipeline_parallel=2, replica=ReplicaMember(nodes=2, rank=2, leader_address="a")))
+    with pytest.raises(ServingCommandError, match=r"serving\.pipeline_parallel: 3 stages.*multiple of 2"):
+        render(_inputs(pipeline_parallel=3, replica=ReplicaMember(nodes=2, leader_address="a")))
+    with pytest.raises(ServingCommandError, match=r"serving\.engine: llmrack serves one node"):
+        render(_inputs(engine=Engine.llmrack, tensor_parallel=1, replica=ReplicaMember(nodes=2, leader_address="a")))
+    with pytest.raises(ServingCommandError, match=r"serving\.expert_parallel: true on CPU nodes"):
+        render(_inputs(node=NodeKind.cpu, cpu_cores=2, expert_parallel=True))
+    assert "--enable-expert-parallel" in render(_inputs(expert_parallel=True)).args
 
 
 def test_cpu_ranks_get_their_own_cores_and_the_kv_cache_its_gibibytes() -> None:

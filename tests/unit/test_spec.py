@@ -129,3 +129,28 @@ def test_missing_model_config_file_names_the_key(tmp_path):
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(SpecError, match=r"model.config: cannot read model config"):
         load_spec(tmp_path / "s.yaml")
+
+
+def test_replicas_across_nodes_are_checked_against_layers_nodes_and_experts():
+    data = with_("serving.pipeline_parallel", 4)
+    data["nodes"] = 3
+    with pytest.raises(SpecError, match=r"serving.pipeline_parallel: 4 stages x serving.replicas 1 need 4 nodes.*"
+                                        r"nodes is 3: raise nodes"):
+        parse_spec(data, "x")
+    data = with_("serving.pipeline_parallel", 40)
+    data["nodes"] = 64
+    with pytest.raises(SpecError, match=r"serving.pipeline_parallel: 40 stages for 28 layers"):
+        parse_spec(data, "x")
+    with pytest.raises(SpecError, match=r"serving.expert_parallel: true, but deepseek-r1-distill-qwen-7b has no "
+                                        "experts: set it to false"):
+        parse_spec(with_("serving.expert_parallel", True), "x")
+    data = with_("serving.pipeline_parallel", 2)
+    data["serving"]["engine"] = "llmrack"
+    data["nodes"] = 2
+    with pytest.raises(SpecError, match=r"serving.engine: llmrack serves one device.*TP 1 x PP 2"):
+        parse_spec(data, "x")
+    with pytest.raises(SpecError, match=r"serving.executor: 'slurm' is not valid: Input should be 'mp' or 'ray'"):
+        parse_spec(with_("serving.executor", "slurm"), "x")
+    data = with_("serving.pipeline_parallel", 2)
+    data["nodes"] = 2
+    assert parse_spec(data, "x").plan_request().pipeline_parallel == 2
