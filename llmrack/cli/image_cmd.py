@@ -91,3 +91,32 @@ def check_gate(
                      highlight=False)
     else:
         info(f"gate: {reason}")
+
+
+@app.command("push")
+def push(
+    archive: Path = typer.Argument(..., help="the OCI archive `llmrack image build` wrote"),
+    to: str = typer.Option(..., "--to", help="repository in the rack's registry: host[:port]/path"),
+    digest: str | None = typer.Option(None, "--digest", help="the image to push when the archive holds several"),
+    results: Path | None = typer.Option(None, "--results",
+                                        help="scan-results directory: push only a digest the gate passes"),
+    allow_unscanned: bool = typer.Option(False, "--allow-unscanned/--no-allow-unscanned",
+                                         help="with --results: let an unscanned image through (lab/dev)"),
+    plain_http: bool = typer.Option(False, "--plain-http", help="the registry speaks plain HTTP (closed networks)"),
+    ca_cert: Path | None = typer.Option(None, "--ca-cert", help="PEM of the CA that signed the registry's certificate"),
+) -> None:
+    """Push an image to the rack's registry under its own digest; prints REPOSITORY@DIGEST for the inventory's
+    serving_image_repository / serving_image_digest. Credentials, if the registry needs them, come from
+    $LLMRACK_REGISTRY_CREDS (user:password)."""
+    from llmrack.images.push import archive_digest  # noqa: PLC0415
+    from llmrack.images.push import push as do_push  # noqa: PLC0415
+
+    if results is not None:
+        ok, reason = gate_decision(digest or archive_digest(archive), results, allow_unscanned)
+        if not ok:
+            stderr.print(f"[red]gate:[/red] {reason}; nothing was pushed", highlight=False)
+            raise typer.Exit(EXIT_FAILURE)
+        info(f"gate: {reason}")
+    pushed = do_push(archive, to, digest=digest, plain_http=plain_http, ca_file=ca_cert)
+    info(f"pushed {archive.name} as {pushed.repository}:{pushed.tag}")
+    print(pushed.reference)

@@ -1,8 +1,8 @@
 """The lab's Ansible inputs: SSH key, inventory (the shape of llmrack.contracts.inventory), vault, ansible.cfg.
 
 The inventory has the same shape as the example rack inventories (ansible/inventories/examples/); only the
-values differ: hosts are 127.0.0.1 with a published port, downloads come from the lab mirror, containerd
-uses the native snapshotter because overlay cannot mount inside a node.
+values differ: hosts are 127.0.0.1 with a published port, downloads come from the lab mirror, and the serving image
+comes from the lab's registry over plain HTTP (a closed network of the host's own).
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ def lab_vars(serving: dict[str, Any] | None) -> dict[str, Any]:
         "common_extra_ca_certificates": host_extra_cas(),
         # Lab nodes share the host's clock and NTP is not reachable from them.
         "common_timesync_enabled": False,
-        "containerd_snapshotter": "native",
         "gateway_port": GATEWAY_PORT_ON_NODE,
         "nvidia_driver_version": vers["nvidia-driver"],
         "nvidia_driver_install_method": "runfile",

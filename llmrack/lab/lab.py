@@ -126,6 +126,13 @@ def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = 
         node.address = nodes.address_of(podman, state, node)
     timings["boot"] = time.monotonic() - t
 
+    gate = None
+    if artifacts is not None:
+        gate = _scan_gate(state, artifacts, step, engine, tp)
+        step("registry: the serving image pushed to it by digest")
+        t = time.monotonic()
+        artifacts = registry.provide_image(podman, state, artifacts)
+        timings["image push"] = time.monotonic() - t
     inventory.write_inventory(
         state, serving_artifacts.deployment(artifacts, engine=_spec_engine(engine), tensor_parallel=tp),
         artifacts.ansible_vars if artifacts else None
@@ -133,7 +140,6 @@ def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = 
     inventory.write_vault(state, ansible_bin(), serving_artifacts.api_key(lab_dir))
     inventory.write_ansible_cfg(state)
     save(state)
-    gate = _scan_gate(state, artifacts, step, engine, tp) if artifacts else None
     if not provision:
         return UpResult(state, 0, {}, None, timings, gate)
     step("ansible-playbook site.yml")

@@ -17,6 +17,10 @@ from llmrack.lab.podman import Podman, PodmanError
 from llmrack.lab.state import LabState, NodeState
 
 MIRROR_ON_NODE = "/srv/mirror"
+# containerd's root on every node is a podman volume, a directory of the host's own filesystem: overlayfs mounts
+# there as on a rack's disk. On the node's root (itself an overlay mount) it cannot, which left only containerd's
+# native snapshotter, a full copy of every layer per image.
+CONTAINERD_ROOT_ON_NODE = "/var/lib/containerd"
 SERVING_PORT_ON_NODE = 8000
 PROMETHEUS_PORT_ON_NODE = 9090
 GATEWAY_PORT_ON_NODE = 8080  # the lab sets the gateway role's gateway_port to this
@@ -46,11 +50,21 @@ NODE_ADDRESS_OFFSET = 200  # node i gets <subnet base> + 200 + i, clear of the l
 
 def node_addresses(podman: Podman, state: LabState) -> dict[str, str]:
     """Each node's address on the lab network (the network must exist)."""
-    out = podman.run("network", "inspect", state.network, "--format", "{{range .Subnets}}{{.Subnet}} {{end}}")
-    subnet = ipaddress.ip_network(out.split()[0])
+    subnet = _subnet(podman, state)
     if subnet.num_addresses < NODE_ADDRESS_OFFSET + len(state.nodes) + 2:
         raise PodmanError(f"the lab network {state.network} ({subnet}) is too small for {len(state.nodes)} nodes")
     return {n.name: str(subnet.network_address + NODE_ADDRESS_OFFSET + i) for i, n in enumerate(state.nodes, 1)}
+
+
+def registry_address(podman: Podman, state: LabState) -> str:
+    """The registry's fixed address, just below the nodes': containerd's hosts.toml names the registry by it, and
+    a registry restarted with another address would leave every node's hosts.toml pointing nowhere."""
+    return str(_subnet(podman, state).network_address + NODE_ADDRESS_OFFSET)
+
+
+def _subnet(podman: Podman, state: LabState) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    out = podman.run("network", "inspect", state.network, "--format", "{{range .Subnets}}{{.Subnet}} {{end}}")
+    return ipaddress.ip_network(out.split()[0])
 
 
 def start_node(podman: Podman, state: LabState, node: NodeState, mirror: Path) -> None:
@@ -66,6 +80,9 @@ def start_node(podman: Podman, state: LabState, node: NodeState, mirror: Path) -
     if node.gateway_port:
         ports += ["-p", f"127.0.0.1:{node.gateway_port}:{GATEWAY_PORT_ON_NODE}"]
     addresses = node_addresses(podman, state)
+    volume = containerd_volume(node)
+    if not podman.ok("volume", "exists", volume):
+        podman.run("volume", "create", "--label", f"llmrack.lab={state.prefix}", volume)
     peers = [f"--add-host={name}:{addr}" for name, addr in addresses.items() if name != node.name]
     podman.run(
         "run", "-d", "--runtime", "runc", "--privileged",
@@ -75,8 +92,13 @@ def start_node(podman: Podman, state: LabState, node: NodeState, mirror: Path) -
         "--label", f"llmrack.lab={state.prefix}",
         "-v", f"{state.ssh_key.with_suffix('.pub')}:/root/.ssh/authorized_keys:ro",
         "-v", f"{mirror}:{MIRROR_ON_NODE}:ro",
+        "-v", f"{volume}:{CONTAINERD_ROOT_ON_NODE}",
         state.image,
     )
+
+
+def containerd_volume(node: NodeState) -> str:
+    return f"{node.container}-containerd"
 
 
 def address_of(podman: Podman, state: LabState, node: NodeState) -> str | None:
@@ -115,15 +137,17 @@ def wait_for_ssh(state: LabState, node: NodeState, timeout: float = 90.0) -> Non
 
 def remove_all(podman: Podman, state: LabState) -> list[str]:
     """Remove every container of the lab (its nodes, its registry, any a crashed `up` left behind unrecorded: all
-    carry the lab's label) and its network; returns the containers' names.
+    carry the lab's label), their containerd volumes and the lab's network; returns the containers' names.
 
-    One `podman rm` for all of them, without a stop timeout. A provisioned node's writable layer holds about
-    6 GB (containerd's native snapshots of the serving image), so deleting it is most of the time `down` takes;
-    podman deletes the containers of one call in parallel. And systemd, the nodes' PID 1, ignores the SIGTERM a
-    stop sends first, so a timeout only delayed the SIGKILL; a node being deleted needs no clean shutdown.
-    benchmarks/lab_down.py measures both ways (docs/lab.md)."""
+    One `podman rm` for all of them, without a stop timeout: systemd, the nodes' PID 1, ignores the SIGTERM a stop
+    sends first, so a timeout only delayed the SIGKILL; a node being deleted needs no clean shutdown. Deleting the
+    files is the rest of the time: containerd's overlayfs snapshots hold each image once (benchmarks/lab_down.py,
+    docs/lab.md)."""
     names = podman.run("ps", "-a", "--filter", f"label=llmrack.lab={state.prefix}", "--format", "{{.Names}}").split()
     if names:
         podman.run("rm", "-f", "-t", "0", *names)
+    volumes = podman.run("volume", "ls", "-q", "--filter", f"label=llmrack.lab={state.prefix}").split()
+    if volumes:
+        podman.run("volume", "rm", "-f", *volumes)
     podman.run("network", "rm", state.network, check=False)  # absent when `up` failed before creating it
     return names

@@ -1,5 +1,6 @@
 """The lab's registry: Debian's `docker-registry` (the reference OCI distribution registry) as the rack's
-internal registry, holding the model versions the serving role pulls.
+internal registry, holding the serving image (pulled by digest by containerd) and the model versions the serving
+role pulls.
 
 It runs in its own container on the lab network (the lab's node image, with the host's docker-registry binary
 mounted read-only: installed by scripts/setup.sh), so nodes reach it at its lab-network address like a rack's
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from llmrack.errors import LlmrackError
+from llmrack.images import push as image_push
 from llmrack.lab import nodes
 from llmrack.lab.podman import Podman
 from llmrack.lab.serving_artifacts import MODEL_NAME, ServingArtifacts
@@ -26,6 +28,7 @@ from llmrack.models import transfer
 BINARY = Path("/usr/bin/docker-registry")
 PORT_ON_NETWORK = 5000
 MODEL_REPOSITORY = f"models/{MODEL_NAME}"
+IMAGE_REPOSITORY = "llmrack-serving"
 CONFIG = """\
 version: 0.1
 log:
@@ -54,6 +57,11 @@ class LabRegistry:
     def node_base(self) -> str:
         return f"oci+http://{self.address}:{PORT_ON_NETWORK}"
 
+    @property
+    def host(self) -> str:
+        """host:port as nodes name it (containerd's hosts.toml directory, image references)."""
+        return f"{self.address}:{PORT_ON_NETWORK}"
+
 
 def _info_file(state: LabState) -> Path:
     return state.lab_dir / "registry" / "registry.json"
@@ -77,6 +85,7 @@ def start(podman: Podman, state: LabState, timeout: float = 30.0) -> LabRegistry
         port = nodes.free_port({n.ssh_port for n in state.nodes})
         podman.run(
             "run", "-d", "--runtime", "runc", "--name", container, "--network", state.network,
+            "--ip", nodes.registry_address(podman, state),
             "-p", f"127.0.0.1:{port}:{PORT_ON_NETWORK}", "--label", f"llmrack.lab={state.prefix}",
             "-v", f"{BINARY}:/usr/local/bin/docker-registry:ro",
             "-v", f"{root / 'config.yml'}:/etc/docker/registry/config.yml:ro",
@@ -119,3 +128,16 @@ def provide_model(podman: Podman, state: LabState, artifacts: ServingArtifacts) 
     reg = start(podman, state)
     pushed = transfer.push(artifacts.model_dir, f"{reg.push_base}/{MODEL_REPOSITORY}:lab")
     return replace(artifacts, model_source=f"{reg.node_base}/{MODEL_REPOSITORY}", model_version=pushed.version)
+
+
+def provide_image(podman: Podman, state: LabState, artifacts: ServingArtifacts) -> ServingArtifacts:
+    """Push the serving image the scan gate passed to the registry under its digest (`llmrack image push`: layers
+    the registry holds are not sent again); nodes then pull it by that digest, as a rack's nodes do."""
+    reg = start(podman, state)
+    push_image(reg, artifacts.archive)
+    return replace(artifacts, image_repository=f"{reg.host}/{IMAGE_REPOSITORY}", registry_host=reg.host)
+
+
+def push_image(reg: LabRegistry, archive: Path) -> str:
+    """Push an image archive to the lab's registry from the host; returns its digest."""
+    return image_push.push(archive, f"127.0.0.1:{reg.host_port}/{IMAGE_REPOSITORY}", plain_http=True).digest

@@ -37,14 +37,22 @@ class ServingArtifacts:
     # Set once the model is in the lab's registry (llmrack.lab.registry): nodes pull that version.
     model_source: str = ""
     model_version: str = ""
+    # Set once the image is in the lab's registry: nodes pull <image_repository>@<digest> from it, over plain
+    # HTTP on the lab's closed network (containerd's hosts.toml for registry_host says so).
+    image_repository: str = ""
+    registry_host: str = ""
 
     @property
     def ansible_vars(self) -> dict[str, Any]:
-        out = {
-            "serving_image_archive_url": f"file://{MIRROR_ON_NODE}/serving/{self.archive.name}",
+        out: dict[str, Any] = {
             "serving_image_digest": self.digest,
             "serving_image_reference": self.reference,
         }
+        if self.image_repository:
+            out["serving_image_repository"] = self.image_repository
+            out["containerd_registries"] = {self.registry_host: {"plain_http": True}}
+        else:
+            out["serving_image_archive_url"] = f"file://{MIRROR_ON_NODE}/serving/{self.archive.name}"
         if not self.model_version:
             out["serving_model_dir"] = f"{MIRROR_ON_NODE}/models/{MODEL_NAME}"
         return out

@@ -19,14 +19,14 @@ import yaml
 
 from llmrack.contracts import metrics
 from llmrack.contracts.inventory import CANARY_GROUP, DEPLOYMENT_FILE, DEPLOYMENT_VAR
-from llmrack.lab import lab, serving_artifacts
+from llmrack.lab import lab, releases, serving_artifacts
 from llmrack.observe.canary import CanaryThresholds, Verdict, judge_from_prometheus
 from llmrack.observe.drift import drift
 from llmrack.observe.engines import EngineName
 from llmrack.observe.histogram import Band
 from llmrack.observe.prometheus import Prometheus
 from tests.lab.hosts import host_of
-from tests.lab.test_rollout import HISTORY, second_release
+from tests.lab.test_rollout import HISTORY
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -159,11 +159,9 @@ def test_canary_promoted_on_the_judges_word_and_a_rolling_release_under_load_fai
     gateway = lab_up.state.gateway_url
     assert gateway
     key = serving_artifacts.api_key(lab_dir)
-    serving_dir = lab_dir / "mirror" / "serving"
-    [archive] = [p for p in serving_dir.glob("*.oci.tar") if not p.name.startswith("release-")]
-    digest = second_release(archive, serving_dir / "release-gateway.oci.tar", "release-gateway")
-    new_release = ["-e", f"serving_image_digest={digest}",
-                   "-e", "serving_image_archive_url=file:///srv/mirror/serving/release-gateway.oci.tar"]
+    # Through the lab's registry, by digest, as a rack's release arrives.
+    release = releases.make_release(lab_up.state, "gateway")
+    digest, new_release = release.digest, release.extra_vars
     names = sorted(n.name for n in lab_up.state.nodes)
     stable, canary = names[0], names[-1]
     # The canary group, as a rack's inventory would name it; Prometheus labels its series variant="canary".

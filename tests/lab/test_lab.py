@@ -37,7 +37,7 @@ def test_containerd_and_serving_run(lab_up: lab.UpResult, node: str) -> None:
     for unit in ("containerd", "llmrack-serving", "prometheus-node-exporter"):
         assert host.service(unit).is_running, unit
         assert host.service(unit).is_enabled, unit
-    assert host.file("/etc/containerd/conf.d/10-llmrack.toml").contains('snapshotter = "native"')
+    assert host.file("/etc/containerd/conf.d/10-llmrack.toml").contains('snapshotter = "overlayfs"')
     assert '"status"' in host.check_output("curl -fsS http://127.0.0.1:%s/health", "8000")
 
 

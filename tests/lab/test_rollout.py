@@ -3,55 +3,21 @@ rollback.yml back to the previous one, then a no-op serving.yml: the lab is wher
 
 from __future__ import annotations
 
-import hashlib
-import io
 import itertools
 import json
-import tarfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from llmrack.lab import lab
+from llmrack.lab import lab, releases
 from tests.lab.hosts import host_of
 
 pytestmark = pytest.mark.lab
 
 HISTORY = "/var/lib/llmrack/images/history.json"
 UNIT = "/etc/systemd/system/llmrack-serving.service"
-
-
-def second_release(src: Path, dst: Path, revision: str) -> str:
-    """A second release of the lab's serving image: the same config and layers under a manifest with one more
-    annotation, so a new manifest digest (what the serving role pins and runs by). Returns that digest."""
-    with tarfile.open(src) as tar:
-        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
-        entry = index["manifests"][0]
-        old = tar.extractfile(f"blobs/sha256/{entry['digest'].split(':', 1)[1]}").read()  # type: ignore[union-attr]
-        manifest = json.loads(old)
-        manifest.setdefault("annotations", {})["org.opencontainers.image.revision"] = revision
-        blob = json.dumps(manifest, separators=(",", ":")).encode()
-        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-        entry.update(digest=digest, size=len(blob))
-        ref = entry.setdefault("annotations", {}).get("org.opencontainers.image.ref.name", "llmrack-serving")
-        entry["annotations"]["org.opencontainers.image.ref.name"] = f"{ref.split(':')[0]}:{revision}"
-        new_files = {"index.json": json.dumps(index).encode(), f"blobs/sha256/{digest.split(':', 1)[1]}": blob}
-        partial = dst.with_name(dst.name + ".part")
-        with tarfile.open(partial, "w") as out:
-            for member in tar:
-                if member.name in new_files:
-                    continue
-                out.addfile(member, tar.extractfile(member) if member.isfile() else None)
-            for name, data in new_files.items():
-                info = tarfile.TarInfo(name)
-                info.size, info.mode = len(data), 0o644
-                out.addfile(info, io.BytesIO(data))
-    partial.chmod(0o644)
-    partial.replace(dst)
-    return digest
 
 
 class ReadyWatch:
@@ -106,11 +72,9 @@ def test_new_release_rolls_one_node_at_a_time_and_rolls_back(lab_up: lab.UpResul
     first = before[names[0]][0][0]
     assert all(history[0] == first and first in unit for history, unit in before.values()), before
 
-    serving_dir = lab_dir / "mirror" / "serving"
-    [archive] = [p for p in serving_dir.glob("*.oci.tar") if not p.name.startswith("release-")]
-    second = second_release(archive, serving_dir / "release-2.oci.tar", "release-2")
-    new_vars = ["-e", f"serving_image_digest={second}",
-                "-e", "serving_image_archive_url=file:///srv/mirror/serving/release-2.oci.tar"]
+    # The archive path of a site without a registry (the lab's default is its registry: test_gateway.py's releases).
+    release = releases.make_release(lab_up.state, "2", via="archive")
+    second, new_vars = release.digest, release.extra_vars
 
     with ReadyWatch({n.name: n.serving_url for n in lab_up.state.nodes}) as watch:
         rolled = lab.provision(lab_dir, "serving.yml", new_vars)
