@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import torch._dynamo  # noqa: F401  # before ansible replaces sys.intern: see tests/serving/conftest.py
+import torch._dynamo  # before ansible replaces sys.intern: see tests/serving/conftest.py
 
 from serving.model.tiny import make_tiny
 from tests.serving.conftest import ThreadServer, free_port
@@ -113,3 +113,10 @@ def jsonl_of(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]
     if file_id is None:
         return []
     return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
+
+
+def counts(batch: Any) -> tuple[int, int, int]:
+    """(total, completed, failed) of a batch object; the API types request_counts as optional."""
+    rc = batch.request_counts
+    assert rc is not None, f"{batch.id} has no request_counts"
+    return rc.total, rc.completed, rc.failed

@@ -1,0 +1,79 @@
+"""Crash-safe and polite: a service killed mid-job (SIGKILL) resumes from its store with every line answered
+exactly once, and a rack that answers 429 is backed off from, not counted as failures."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from llmrack.contracts import metrics as names
+from tests.batch.conftest import BatchService, counts, jsonl_of, requests_file, wait_for
+from tests.serving.conftest import ThreadServer
+
+LINES = 80
+MAX_INFLIGHT = 4
+
+
+def _answered(url: str) -> float:
+    """Requests the upstream answered in full (stop or length), from its own /metrics."""
+    page = httpx.get(f"{url}/metrics").text
+    return sum(s.value for f in text_string_to_metric_families(page) for s in f.samples
+               if s.name == names.counter_series(names.REQUEST_SUCCESS)
+               and s.labels.get(names.FINISHED_REASON_LABEL) in ("stop", "length"))
+
+
+def test_killed_mid_job_resumes_and_answers_every_line_once(upstream: ThreadServer, tmp_path: Path) -> None:
+    model = str(upstream.settings.name)
+    svc = BatchService(upstream.url, tmp_path / "state", "--max-inflight", str(MAX_INFLIGHT))
+    before = _answered(upstream.url)
+    try:
+        client = svc.start().client("unused")
+        uploaded = client.files.create(file=requests_file(tmp_path / "in.jsonl", LINES, model, max_tokens=24)
+                                       .open("rb"), purpose="batch")
+        batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                      completion_window="24h")
+        deadline = time.monotonic() + 60
+        while (done := counts(client.batches.retrieve(batch.id))[1]) < 10:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        svc.kill()
+        assert done < LINES, "the job ended before the crash: make it longer"
+
+        client = svc.start().client("unused")
+        finished = wait_for(client, batch.id)
+        output = jsonl_of(client, finished.output_file_id)
+    finally:
+        svc.stop()
+    assert sorted(o["custom_id"] for o in output) == sorted(f"req-{i}" for i in range(LINES))
+    assert counts(finished) == (LINES, LINES, 0) and finished.error_file_id is None
+    # Lines answered before the crash were not sent again: at most the ones in flight at the kill were.
+    assert _answered(upstream.url) - before <= LINES + MAX_INFLIGHT
+
+
+@pytest.fixture(scope="module")
+def tight_upstream(tiny_model: Path) -> Iterator[ThreadServer]:
+    # One sequence and a one-deep queue: a batch that sends 8 at a time meets 429 at once.
+    with ThreadServer(tiny_model, max_num_seqs=1, max_model_len=512, max_queue=1) as srv:
+        yield srv
+
+
+def test_a_busy_rack_is_backed_off_from_and_no_line_fails(tight_upstream: ThreadServer, tmp_path: Path) -> None:
+    svc = BatchService(tight_upstream.url, tmp_path / "state", "--max-inflight", "8")
+    try:
+        client = svc.start().client("unused")
+        uploaded = client.files.create(file=requests_file(tmp_path / "in.jsonl", 20, str(tight_upstream.settings.name))
+                                       .open("rb"), purpose="batch")
+        finished = wait_for(client, client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                                          completion_window="24h").id)
+        page = httpx.get(f"{svc.url}/metrics").text
+    finally:
+        svc.stop()
+    assert counts(finished) == (20, 20, 0)
+    retries = {s.labels["reason"]: s.value for f in text_string_to_metric_families(page) for s in f.samples
+               if s.name == names.counter_series(names.BATCH_UPSTREAM_RETRIES)}
+    assert retries.get("http_429", 0) > 0
