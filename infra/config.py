@@ -400,12 +400,6 @@ def _cross_checks(cfg: StackConfig) -> None:
         exporter = cfg.accelerator_stack.npu_exporter_image
         if exporter is not None:
             parse_image(exporter, f"{NAMESPACE}:acceleratorStack.npuExporterImage")
-    if plan.pipeline_parallel > 1:
-        raise StackConfigError(
-            f"{NAMESPACE}:deployment.serving.tensor_parallel: the plan needs pipeline parallel "
-            f"{plan.pipeline_parallel} across nodes, which the Kubernetes serving stack does not run; "
-            "use a larger accelerator or a smaller weight format"
-        )
     scaling = cfg.serving.autoscaling
     if scaling.enabled:
         ceiling = cfg.replica_capacity

@@ -15,13 +15,14 @@ from infra.components.aws_fleet import AwsFleetArgs
 from infra.components.huaweicloud_fleet import HuaweiCloudFleetArgs
 from infra.components.inventory import InventoryHost
 from infra.components.monitoring import MonitoringArgs
-from infra.components.serving import MODELS_ROOT, ModelVolume, ServingArgs
+from infra.components.serving import LWS_LEADER_ADDRESS, MODELS_ROOT, ModelVolume, ServingArgs
 from infra.components.static_fleet import StaticFleetArgs
 from infra.config import AwsFleetConfig, HuaweiCloudFleetConfig, StackConfig, StaticFleetConfig
 from infra.instance_types import AWS_DEFAULT_FOR_ACCELERATOR
 from infra.rules import StackConfigError
 from llmrack.contracts.serving_command import (
     NODE_KIND_OF_VENDOR,
+    ReplicaMember,
     ServingCommand,
     ServingCommandError,
     ServingInputs,
@@ -99,11 +100,13 @@ def fleet_args(cfg: StackConfig) -> AwsFleetArgs | HuaweiCloudFleetArgs | Static
     return None
 
 
-def serving_command(cfg: StackConfig, model_dir: str) -> ServingCommand:
-    """The pods' command from the one renderer the Ansible serving role uses too."""
+def serving_command(cfg: StackConfig, model_dir: str, rank: int = 0) -> ServingCommand:
+    """The pods' command from the one renderer the Ansible serving role uses too; of a replica of several nodes,
+    the leader's (rank 0) or the workers' (rank 1: each worker pod's rank is its LeaderWorkerSet index)."""
+    replica = ReplicaMember(nodes=cfg.plan.nodes_per_replica, rank=rank, leader_address=LWS_LEADER_ADDRESS)
     inputs = ServingInputs.from_spec(cfg.spec, cfg.plan, NODE_KIND_OF_VENDOR[cfg.accelerator.vendor.value],
                                      model_path=f"{MODELS_ROOT}/{model_dir}", api_keys=True,
-                                     drain_timeout_s=DRAIN_TIMEOUT_S)
+                                     drain_timeout_s=DRAIN_TIMEOUT_S, replica=replica)
     try:
         return render(inputs)
     except ServingCommandError as exc:
@@ -123,6 +126,8 @@ def serving_args(cfg: StackConfig) -> ServingArgs:
         image=cfg.image,
         api_keys=cfg.api_keys,
         command=serving_command(cfg, model_dir),
+        nodes_per_replica=plan.nodes_per_replica,
+        worker_command=serving_command(cfg, model_dir, rank=1) if plan.nodes_per_replica > 1 else None,
         model_dir=model_dir,
         model_volume=ModelVolume(
             kind=volume.kind,

@@ -1,7 +1,9 @@
 """Write the Ansible inventory a Pulumi stack exported (`pulumi stack output --json`) to an inventory dir.
 
 The stack output `inventory` holds `hosts` (hosts.yml) and `deployment` (the spec mapping). The spec is
-parsed with llmrack.spec before anything is written, so a stack and a rack can never disagree on it.
+parsed with llmrack.spec before anything is written, so a stack and a rack can never disagree on it. Its serving
+nodes must make whole replicas of the plan's nodes_per_replica (llmrack.contracts.inventory): a stack that wrote
+none (one written before replicas spanned nodes) gets them here, in the order it lists its hosts.
 """
 
 from __future__ import annotations
@@ -12,9 +14,47 @@ from typing import Any
 
 import yaml
 
-from llmrack.contracts.inventory import DEPLOYMENT_FILE, DEPLOYMENT_VAR, HOSTS_FILE, NODE_GROUPS, serving_hosts
+from llmrack import catalog
+from llmrack.contracts.inventory import (
+    DEPLOYMENT_FILE,
+    DEPLOYMENT_VAR,
+    HOSTS_FILE,
+    NODE_GROUPS,
+    REPLICA_VAR,
+    InventoryError,
+    assign_replicas,
+    replicas,
+    serving_hosts,
+)
 from llmrack.errors import UsageError
-from llmrack.spec import parse_spec
+from llmrack.plan import plan
+from llmrack.spec import DeploymentSpec, parse_spec
+
+
+def nodes_per_replica(deployment: Any, where: str) -> int:
+    """The plan's nodes per replica of a deployment spec mapping (1 when the plan does not fit: the spec's
+    own checks say why elsewhere)."""
+    spec = deployment if isinstance(deployment, DeploymentSpec) else parse_spec(deployment, where)
+    result = plan(spec.plan_request(), catalog.accelerator(spec.accelerator))
+    return result.nodes_per_replica if result.fits else 1
+
+
+def check_replicas(hosts: dict[str, Any], size: int, where: str) -> None:
+    """Give the serving hosts replica membership if they have none; refuse replicas of the wrong size."""
+    groups = serving_hosts(hosts)
+    every = {h: hv if isinstance(hv, dict) else {} for g in groups.values() for h, hv in g.items()}
+    try:
+        if size > 1 and not any(REPLICA_VAR in hv for hv in every.values()):
+            for host, extra in assign_replicas(list(every), size).items():
+                every[host].update(extra)
+        found = replicas(every)
+    except InventoryError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    wrong = {name: len(m) for name, m in found.items() if len(m) != size}
+    if wrong:
+        listed = ", ".join(f"{name} ({n})" for name, n in sorted(wrong.items()))
+        raise UsageError(f"{where}: the plan's replica is {size} node(s), and replicas {listed} are not: give "
+                         "llmrack_replica and llmrack_replica_rank 0..N-1 to exactly that many nodes per replica")
 
 
 def parse_stack_outputs(text: str, where: str) -> dict[str, Any]:
@@ -39,6 +79,7 @@ def write_inventory(outputs: dict[str, Any], out_dir: Path, where: str, output_n
     spec = parse_spec(inventory["deployment"], f"{where} output {output_name}.deployment")
     if not any(serving_hosts(inventory["hosts"]).values()):
         raise UsageError(f"{where}: output {output_name}.hosts lists no serving node in {', '.join(NODE_GROUPS)}")
+    check_replicas(inventory["hosts"], nodes_per_replica(spec, where), f"{where} output {output_name}.hosts")
     hosts_file = out_dir / HOSTS_FILE
     deployment_file = out_dir / DEPLOYMENT_FILE
     try:

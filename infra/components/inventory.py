@@ -2,8 +2,9 @@
 
 A fleet's hosts become `serving_nodes` children by vendor (nvidia_nodes, ascend_nodes, cpu_nodes);
 the first host also joins `monitoring`, which the Ansible monitoring role needs on a fleet without
-a separate monitoring machine. `llmrack inventory from-stack` writes it to `hosts.yml` and
-`group_vars/all/deployment.yml`.
+a separate monitoring machine. Hosts are grouped into replicas of the plan's nodes_per_replica, in the order
+the fleet lists them (llmrack.contracts.inventory.assign_replicas), each with its address as its data-network
+address. `llmrack inventory from-stack` writes it to `hosts.yml` and `group_vars/all/deployment.yml`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from typing import Any
 
 import pulumi
 
-from llmrack.contracts.inventory import ACCELERATOR_COUNT_VAR, SERVING_URL_VAR, VENDOR_GROUPS, hosts_document
+from llmrack.contracts.inventory import (
+    ACCELERATOR_COUNT_VAR,
+    NODE_ADDRESS_VAR,
+    SERVING_URL_VAR,
+    VENDOR_GROUPS,
+    assign_replicas,
+    hosts_document,
+)
+from llmrack.stack_inventory import nodes_per_replica
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,7 @@ def inventory_document(
 ) -> dict[str, Any]:
     """hosts: (name, address, ssh user, ssh port) with resolved addresses."""
     group = VENDOR_GROUPS[vendor]
+    replicas = assign_replicas([h[0] for h in hosts], nodes_per_replica(deployment, "llmrack:deployment"))
     host_vars = {
         name: {
             "ansible_host": address,
@@ -37,6 +47,8 @@ def inventory_document(
             "ansible_port": port,
             SERVING_URL_VAR: f"http://{address}:{serving_port}",
             ACCELERATOR_COUNT_VAR: devices_per_node if vendor != "cpu" else 0,
+            NODE_ADDRESS_VAR: address,
+            **replicas[name],
         }
         for name, address, user, port in hosts
     }

@@ -1,5 +1,14 @@
-"""Serving on Kubernetes: namespace, API-key Secret, model volume, stable and canary Deployments, Service,
-PodDisruptionBudget and a queue-driven autoscaler.
+"""Serving on Kubernetes: namespace, API-key Secret, model volume, stable and canary Deployments (LeaderWorkerSets
+for replicas of several nodes), Service, PodDisruptionBudget and a queue-driven autoscaler.
+
+A replica of several nodes (the plan's nodes_per_replica > 1: pipeline stages across nodes) is a LeaderWorkerSet
+(leaderworkerset.x-k8s.io/v1, the Kubernetes SIG API that vLLM's, KServe's and llm-d's multi-node recipes use):
+one group of `size` pods per replica, created, restarted (RecreateGroupOnPodRestart: a lost rank takes the
+whole group down and back, as the mp launcher cannot re-admit one) and rolled out together. The leader pod runs
+the leader's command and the worker pods the headless workers', both from the one renderer; the leader's
+address and each worker's rank come from what LWS puts in every pod's environment (LWS_LEADER_ADDRESS,
+LWS_WORKER_INDEX), which Kubernetes expands in `args` as $(VAR). The Service selects leaders only (worker index
+0): workers serve no HTTP. One-node replicas stay Deployments.
 
 Canary: a second Deployment on the new image behind the same Service. The Service balances over pods,
 so the canary's traffic share is its share of replicas (stable + canary = the plan's replicas). That
@@ -29,6 +38,11 @@ from llmrack.contracts.serving_command import API_KEYS_DIR, NODE_KIND_OF_VENDOR,
 from llmrack.contracts.serving_defaults import DRAIN_TIMEOUT_S
 
 APP = "llmrack-serving"
+LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
+# Labels and environment the LWS controller sets on every pod of a group (the leader's index is 0).
+LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+LWS_LEADER_ADDRESS = "$(LWS_LEADER_ADDRESS)"
+LWS_WORKER_INDEX = "$(LWS_WORKER_INDEX)"
 MODELS_ROOT = "/models"  # the image contract: the model is mounted at /models/<name>, read-only
 
 
@@ -67,6 +81,9 @@ class ServingArgs:
     target_waiting_per_pod: float = 4
     startup_timeout_s: int = 1800
     run_as_user: int = 10001
+    # A replica of several nodes: the workers' command (rendered for rank 1; each pod's rank is LWS's index).
+    nodes_per_replica: int = 1
+    worker_command: ServingCommand | None = None
 
     def validate(self) -> None:
         check(self.vendor in NODE_KIND_OF_VENDOR, "ServingArgs.vendor", self.vendor,
@@ -84,6 +101,12 @@ class ServingArgs:
         # checked them before the program registered anything.
         if self.canary_image is not None:
             check(self.canary_weight is not None, "ServingArgs.canary_weight", None, "required with a canary image")
+        check(self.nodes_per_replica >= 1, "ServingArgs.nodes_per_replica", self.nodes_per_replica, "must be >= 1")
+        if self.nodes_per_replica > 1:
+            check(self.worker_command is not None and not self.worker_command.serves_http,
+                  "ServingArgs.worker_command", None, "a replica of several nodes needs the headless workers' command")
+            check(self.command.nodes == self.nodes_per_replica and self.command.serves_http, "ServingArgs.command",
+                  self.command.argv, f"must be the leader's command of a {self.nodes_per_replica}-node replica")
 
     @property
     def port(self) -> int:
@@ -162,7 +185,9 @@ class ServingStack(pulumi.ComponentResource):
 
         service_spec: dict[str, Any] = {
             "type": args.service_type,
-            "selector": selector,  # both tracks: the canary's share of pods is its share of traffic
+            # Both tracks: the canary's share of pods is its share of traffic. Of a multi-node replica only the
+            # leader serves HTTP.
+            "selector": {**selector, LWS_WORKER_INDEX_LABEL: "0"} if args.nodes_per_replica > 1 else selector,
             "ports": [{"name": "http", "port": args.port, "targetPort": "http", "protocol": "TCP"}],
         }
         if args.service_type == "LoadBalancer":
@@ -205,12 +230,10 @@ class ServingStack(pulumi.ComponentResource):
         )
         return {"persistentVolumeClaim": {"claimName": claim.metadata["name"], "readOnly": True}}
 
-    def _deployment(self, res_name: str, args: ServingArgs, track: str, image: str, replicas: int,
-                    base_labels: dict[str, str], namespace: Any, secret: Any, model_source: dict[str, Any],
-                    opts: pulumi.ResourceOptions) -> Any:
-        labels = {**base_labels, "llmrack.io/track": track}
+    def _pod_spec(self, args: ServingArgs, image: str, cmd: ServingCommand, secret: Any,
+                  model_source: dict[str, Any], lws: bool = False) -> dict[str, Any]:
+        """A serving pod: the leader's or a headless worker's (no HTTP, so no port and no probes)."""
         model_path = f"{MODELS_ROOT}/{args.model_dir}"
-        cmd = args.command
         mounts = [
             {"name": "models", "mountPath": model_path, "readOnly": True},
             {"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True},
@@ -226,27 +249,57 @@ class ServingStack(pulumi.ComponentResource):
             # /dev/shm makes multi-device serving fail or crawl.
             mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
             volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
-        http = {"port": "http"}
-        container = {
+        env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted({"HOME": "/tmp", **cmd.env}.items())]
+        args_list = list(cmd.args)
+        if lws:
+            # The pod's own address is what vLLM tells the other ranks; the rank is LWS's worker index.
+            env.append({"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+            if not cmd.serves_http and "--node-rank" in args_list:
+                args_list[args_list.index("--node-rank") + 1] = LWS_WORKER_INDEX
+        container: dict[str, Any] = {
             "name": "serving",
             "image": image,
             "command": list(cmd.program),
-            "args": list(cmd.args),
-            "ports": [{"name": "http", "containerPort": args.port, "protocol": "TCP"}],
-            "env": [{"name": k, "value": v} for k, v in sorted({"HOME": "/tmp", **cmd.env}.items())],
+            "args": args_list,
+            "env": env,
             # Extended resources are requested through limits; the plan's TP degree is the device count.
             "resources": {"limits": {args.k8s_resource: str(args.tensor_parallel)}},
-            # Loading weights takes minutes: the startup probe holds liveness off until /health answers once.
-            "startupProbe": {"httpGet": {**http, "path": cmd.health_path}, "periodSeconds": 10,
-                             "failureThreshold": max(1, max(args.startup_timeout_s, cmd.startup_timeout_s) // 10)},
-            "readinessProbe": {"httpGet": {**http, "path": cmd.ready_path}, "periodSeconds": 5,
-                               "failureThreshold": 3},
-            "livenessProbe": {"httpGet": {**http, "path": cmd.health_path}, "periodSeconds": 10, "timeoutSeconds": 5,
-                              "failureThreshold": 3},
             "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                 "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
             "volumeMounts": mounts,
         }
+        if cmd.serves_http:
+            http = {"port": "http"}
+            container.update({
+                "ports": [{"name": "http", "containerPort": args.port, "protocol": "TCP"}],
+                # Loading weights takes minutes: the startup probe holds liveness off until /health answers once.
+                "startupProbe": {"httpGet": {**http, "path": cmd.health_path}, "periodSeconds": 10,
+                                 "failureThreshold": max(1, max(args.startup_timeout_s,
+                                                                cmd.startup_timeout_s) // 10)},
+                "readinessProbe": {"httpGet": {**http, "path": cmd.ready_path}, "periodSeconds": 5,
+                                   "failureThreshold": 3},
+                "livenessProbe": {"httpGet": {**http, "path": cmd.health_path}, "periodSeconds": 10,
+                                  "timeoutSeconds": 5, "failureThreshold": 3},
+            })
+        return {
+            "nodeSelector": args.node_selector,
+            "tolerations": args.tolerations,
+            "terminationGracePeriodSeconds": DRAIN_TIMEOUT_S + 15,
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": args.run_as_user,
+                                "runAsGroup": args.run_as_user, "fsGroup": args.run_as_user,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [container],
+            "volumes": volumes,
+        }
+
+    def _deployment(self, res_name: str, args: ServingArgs, track: str, image: str, replicas: int,
+                    base_labels: dict[str, str], namespace: Any, secret: Any, model_source: dict[str, Any],
+                    opts: pulumi.ResourceOptions) -> Any:
+        if args.nodes_per_replica > 1:
+            return self._leader_worker_set(res_name, args, track, image, replicas, base_labels, namespace, secret,
+                                           model_source, opts)
+        labels = {**base_labels, "llmrack.io/track": track}
         extra: list[str] = []
         if args.autoscaling and track == "stable":
             # The HPA owns the replica count once it exists; Pulumi sets only the first value.
@@ -264,19 +317,48 @@ class ServingStack(pulumi.ComponentResource):
                 "selector": {"matchLabels": {k: labels[k] for k in (
                     "app.kubernetes.io/name", "app.kubernetes.io/instance", "llmrack.io/track")}},
                 "template": {
-                    "metadata": {"labels": labels, "annotations": {
-                        "prometheus.io/scrape": "true", "prometheus.io/port": str(args.port),
-                        "prometheus.io/path": "/metrics"}},
-                    "spec": {
-                        "nodeSelector": args.node_selector,
-                        "tolerations": args.tolerations,
-                        "terminationGracePeriodSeconds": DRAIN_TIMEOUT_S + 15,
-                        "automountServiceAccountToken": False,
-                        "securityContext": {"runAsNonRoot": True, "runAsUser": args.run_as_user,
-                                            "runAsGroup": args.run_as_user, "fsGroup": args.run_as_user,
-                                            "seccompProfile": {"type": "RuntimeDefault"}},
-                        "containers": [container],
-                        "volumes": volumes,
+                    "metadata": {"labels": labels, "annotations": self._scrape(args)},
+                    "spec": self._pod_spec(args, image, args.command, secret, model_source),
+                },
+            },
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(ignore_changes=extra)),
+        )
+
+    @staticmethod
+    def _scrape(args: ServingArgs) -> dict[str, str]:
+        return {"prometheus.io/scrape": "true", "prometheus.io/port": str(args.port), "prometheus.io/path": "/metrics"}
+
+    def _leader_worker_set(self, res_name: str, args: ServingArgs, track: str, image: str, replicas: int,
+                           base_labels: dict[str, str], namespace: Any, secret: Any, model_source: dict[str, Any],
+                           opts: pulumi.ResourceOptions) -> Any:
+        """`replicas` groups of nodes_per_replica pods: a leader (rank 0, HTTP) and headless workers."""
+        assert args.worker_command is not None
+        labels = {**base_labels, "llmrack.io/track": track}
+        extra = ["spec.replicas"] if args.autoscaling and track == "stable" else []
+        return k8s.apiextensions.CustomResource(
+            res_name,
+            api_version=LWS_API_VERSION,
+            kind="LeaderWorkerSet",
+            metadata={"namespace": namespace, "labels": labels},
+            spec={
+                "replicas": replicas,
+                # LeaderCreated: workers start with their leader, not after it is ready (the leader's vLLM waits
+                # for every rank to join before its API answers).
+                "startupPolicy": "LeaderCreated",
+                # As the Deployments: no spare accelerators for a surge group; one whole replica at a time.
+                "rolloutStrategy": {"type": "RollingUpdate",
+                                    "rollingUpdateConfiguration": {"maxUnavailable": 1, "maxSurge": 0}},
+                "leaderWorkerTemplate": {
+                    "size": args.nodes_per_replica,
+                    "restartPolicy": "RecreateGroupOnPodRestart",
+                    "leaderTemplate": {
+                        "metadata": {"labels": {**labels, "llmrack.io/role": "leader"},
+                                     "annotations": self._scrape(args)},
+                        "spec": self._pod_spec(args, image, args.command, secret, model_source, lws=True),
+                    },
+                    "workerTemplate": {
+                        "metadata": {"labels": {**labels, "llmrack.io/role": "worker"}},
+                        "spec": self._pod_spec(args, image, args.worker_command, secret, model_source, lws=True),
                     },
                 },
             },
@@ -289,7 +371,10 @@ class ServingStack(pulumi.ComponentResource):
             f"{name}-hpa",
             metadata={"namespace": namespace, "labels": labels},
             spec={
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target.metadata["name"]},
+                # LeaderWorkerSet has a scale subresource: the HPA scales whole replicas (groups).
+                "scaleTargetRef": {"apiVersion": LWS_API_VERSION, "kind": "LeaderWorkerSet",
+                                   "name": target.metadata["name"]} if args.nodes_per_replica > 1 else
+                {"apiVersion": "apps/v1", "kind": "Deployment", "name": target.metadata["name"]},
                 "minReplicas": stable,
                 "maxReplicas": args.max_replicas,
                 "metrics": [{

@@ -11,6 +11,7 @@ import yaml
 
 from infra.components.inventory import inventory_document
 from llmrack.contracts import inventory as contract
+from llmrack.errors import UsageError
 from llmrack.lab import inventory as lab_inventory
 from llmrack.lab import serving_artifacts
 from llmrack.lab.state import LabState, NodeState, Profile
@@ -75,3 +76,47 @@ def test_hosts_document_refuses_an_unknown_group() -> None:
         contract.hosts_document({"gpu_nodes": {}}, [])
     doc = contract.hosts_document({}, [])
     assert json.loads(json.dumps(doc)) == doc and not any(contract.serving_hosts(doc).values())
+
+
+def _r1_deployment() -> dict[str, object]:
+    return {"name": "r1", "environment": "prod", "accelerator": "h200", "nodes": 4,
+            "model": {"name": "deepseek-r1", "source": "/m"},
+            "serving": {"max_model_len": 8192, "max_num_seqs": 16, "replicas": 2}}
+
+
+def test_fleets_write_replicas_of_the_plans_nodes_with_ranks(tmp_path: Path) -> None:
+    # bf16 R1 on H200: TP 8 x PP 2, a replica is 2 nodes; 4 nodes make 2 replicas, leaders first.
+    rows = [(f"gpu-{i}", f"10.0.0.{i + 5}", "ubuntu", 22) for i in range(4)]
+    doc = inventory_document(rows, "nvidia", 8, 8000, _r1_deployment())
+    written = write_inventory({"inventory": doc}, tmp_path, "stack.json")
+    hosts = contract.serving_hosts(yaml.safe_load(written[0].read_text()))[contract.NVIDIA_GROUP]
+    assert contract.replicas(hosts) == {"gpu-0": ["gpu-0", "gpu-1"], "gpu-2": ["gpu-2", "gpu-3"]}
+    member = contract.replica_member("gpu-3", hosts)
+    assert (member["rank"], member["leader"], member["leader_address"], member["address"]) == (
+        1, "gpu-2", "10.0.0.7", "10.0.0.8")
+
+
+def test_from_stack_gives_an_older_stack_its_replicas_and_refuses_wrong_ones(tmp_path: Path) -> None:
+    hosts = contract.hosts_document({contract.NVIDIA_GROUP: {"a": {}, "b": {}}}, ["a"])
+    write_inventory({"inventory": {"hosts": hosts, "deployment": _r1_deployment()}}, tmp_path, "old.json")
+    written = contract.serving_hosts(yaml.safe_load((tmp_path / contract.HOSTS_FILE).read_text()))
+    assert contract.replicas(written[contract.NVIDIA_GROUP]) == {"a": ["a", "b"]}
+    odd = contract.hosts_document({contract.NVIDIA_GROUP: {"a": {}, "b": {}, "c": {}}}, ["a"])
+    with pytest.raises(UsageError, match=r"3 serving nodes do not make whole replicas of 2 nodes"):
+        write_inventory({"inventory": {"hosts": odd, "deployment": _r1_deployment()}}, tmp_path, "odd.json")
+    lonely = contract.hosts_document({contract.NVIDIA_GROUP: {
+        "a": {contract.REPLICA_VAR: "r", contract.REPLICA_RANK_VAR: 0},
+        "b": {contract.REPLICA_VAR: "s", contract.REPLICA_RANK_VAR: 0}}}, ["a"])
+    with pytest.raises(UsageError, match=r"the plan's replica is 2 node\(s\), and replicas r \(1\), s \(1\) are not"):
+        write_inventory({"inventory": {"hosts": lonely, "deployment": _r1_deployment()}}, tmp_path, "x.json")
+
+
+def test_replica_ranks_must_be_whole_and_distinct() -> None:
+    with pytest.raises(contract.InventoryError, match=r"hosts a and b both have llmrack_replica_rank 0 in replica r"):
+        contract.replicas({"a": {contract.REPLICA_VAR: "r"}, "b": {contract.REPLICA_VAR: "r"}})
+    with pytest.raises(contract.InventoryError, match=r"replica r has ranks \[0, 2\]"):
+        contract.replicas({"a": {contract.REPLICA_VAR: "r"}, "b": {contract.REPLICA_VAR: "r",
+                                                                  contract.REPLICA_RANK_VAR: 2}})
+    with pytest.raises(contract.InventoryError, match=r"host a: llmrack_replica_rank must be a whole number"):
+        contract.replicas({"a": {contract.REPLICA_RANK_VAR: "leader"}})
+    assert contract.replicas({"a": {}, "b": {}}) == {"a": ["a"], "b": ["b"]}  # one-node replicas by default
