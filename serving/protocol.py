@@ -87,6 +87,8 @@ class SamplingFields(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     skip_special_tokens: bool = True
+    # vLLM's field: lower is scheduled sooner; online requests leave it 0, the batch service sends a higher value.
+    priority: int = 0
 
     @field_validator("stop")
     @classmethod

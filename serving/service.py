@@ -167,11 +167,12 @@ class OpenAIService:
         except ValueError as exc:
             raise APIError(400, str(exc)) from None
 
-    def _submit(self, engine: AsyncEngine, prompt: list[int], params: SamplingParams, request_id: str) -> None:
+    def _submit(self, engine: AsyncEngine, prompt: list[int], params: SamplingParams, request_id: str,
+                priority: int = 0) -> None:
         if self.tenant is not None:
             self.state.metrics.tag(request_id, self.tenant)
         try:
-            engine.submit(prompt, params, request_id)
+            engine.submit(prompt, params, request_id, priority)
         except EngineError as exc:
             self.state.metrics.untag(request_id)
             if exc.status == 429:
@@ -187,7 +188,7 @@ class OpenAIService:
         prompt = self._completion_prompt(req)
         params = self._params(req, req.max_tokens, len(prompt))
         rid = new_id("cmpl")
-        self._submit(engine, prompt, params, rid)
+        self._submit(engine, prompt, params, rid, req.priority)
         created = now()
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -205,7 +206,7 @@ class OpenAIService:
         prompt = self._chat_prompt(req)
         params = self._params(req, req.max_completion_tokens or req.max_tokens, len(prompt))
         rid = new_id("chatcmpl")
-        self._submit(engine, prompt, params, rid)
+        self._submit(engine, prompt, params, rid, req.priority)
         created = now()
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)

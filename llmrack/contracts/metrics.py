@@ -120,7 +120,6 @@ BATCH_JOBS = "llmrack_batch_jobs"
 BATCH_INFLIGHT = "llmrack_batch_inflight_requests"
 BATCH_CONCURRENCY_LIMIT = "llmrack_batch_concurrency_limit"
 BATCH_UPSTREAM_RETRIES = "llmrack_batch_upstream_retries"
-TENANT_LABEL = "tenant"
 BATCH_ID_LABEL = "batch_id"
 
 ACCELERATOR_UP = "llmrack_accelerator_up"

@@ -40,11 +40,11 @@ class AsyncEngine:
             if queue is not None:
                 queue.put_nowait(out)
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams, request_id: str) -> None:
+    def submit(self, prompt_ids: list[int], params: SamplingParams, request_id: str, priority: int = 0) -> None:
         """Queue the request now (so QueueFullError/PromptTooLongError surface before any response starts)."""
         self._queues[request_id] = asyncio.Queue()
         try:
-            self.engine.submit(prompt_ids, params, request_id)
+            self.engine.submit(prompt_ids, params, request_id, priority)
         except Exception:
             del self._queues[request_id]
             raise

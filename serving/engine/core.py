@@ -93,8 +93,14 @@ class Engine:
         self.steps = 0
 
     # ---- called from any thread -------------------------------------------------------------------------------
-    def submit(self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None) -> str:
-        """Queue a request; raises PromptTooLongError or QueueFullError (nothing is queued then)."""
+    def submit(self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None,
+               priority: int = 0) -> str:
+        """Queue a request; raises PromptTooLongError or QueueFullError (nothing is queued then).
+
+        `priority` follows vLLM: lower is admitted sooner, FIFO within one value; online requests carry 0 and batch
+        requests more, so a waiting online request is always admitted before any waiting batch request. Requests
+        with priority > 0 may fill only half the queue, keeping room for online ones.
+        """
         import torch
 
         if not prompt_ids:
@@ -116,15 +122,29 @@ class Engine:
             eos_token_ids=self.eos_token_ids,
             max_model_len=self.config.max_model_len,
             generator=generator,
+            priority=priority,
         )
         with self._lock:
             if len(self._waiting) >= self.config.max_queue:
                 raise QueueFullError(
                     f"the server's queue is full ({self.config.max_queue} requests waiting); retry later"
                 )
-            self._waiting.append(seq)
+            if priority > 0 and len(self._waiting) >= max(1, self.config.max_queue // 2):
+                raise QueueFullError(
+                    f"the server's queue holds {len(self._waiting)} requests; lower-priority requests may take "
+                    "only half of it; retry later"
+                )
+            self._enqueue(seq)
             self._lock.notify()
         return seq.request_id
+
+    def _enqueue(self, seq: Sequence) -> None:
+        """Insert after every waiting request of the same or a lower priority value (the queue stays sorted)."""
+        if not self._waiting or self._waiting[-1].priority <= seq.priority:
+            self._waiting.append(seq)
+            return
+        at = next(i for i, s in enumerate(self._waiting) if s.priority > seq.priority)
+        self._waiting.insert(at, seq)
 
     def abort(self, request_id: str) -> None:
         """Cancel a request; its KV rows are dropped at the start of the next step."""

@@ -66,6 +66,7 @@ class Sequence:
     eos_token_ids: frozenset[int]
     max_model_len: int
     generator: Any | None = None
+    priority: int = 0  # lower is admitted sooner (vLLM's convention); online requests carry 0
     output_ids: list[int] = field(default_factory=list)
     text: str = ""
     emitted: int = 0  # characters of `text` already reported

@@ -18,10 +18,12 @@ import openai
 import pytest
 import torch._dynamo  # before ansible replaces sys.intern: see tests/serving/conftest.py
 
+from llmrack.keys import KeyStore, save
 from serving.model.tiny import make_tiny
 from tests.serving.conftest import ThreadServer, free_port
 
-KEYS = {"alice": "sk-alice-0123456789", "bob": "sk-bob-9876543210"}
+# tenant -> its key, filled by the key_file fixture (keys are random, shown once, as in real use)
+KEYS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -43,8 +45,12 @@ def upstream(tiny_model: Path) -> Iterator[ThreadServer]:
 
 @pytest.fixture(scope="session")
 def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("keys") / "api-keys"
-    path.write_text("# one key per line\n" + "".join(f"{k}\n" for k in KEYS.values()))
+    """A key store (what `llmrack keys create` writes) with one key of tenant alice and one of tenant bob."""
+    path = tmp_path_factory.mktemp("keys") / "keys.json"
+    store = KeyStore(tenants={}, keys=[])
+    for tenant in ("alice", "bob"):
+        KEYS[tenant] = store.create(f"{tenant}-batch", tenant)[1]
+    save(store, path)
     return path
 
 
