@@ -415,6 +415,7 @@ def _vllm(i: ServingInputs, choice: EngineChoice) -> ServingCommand:
         "--max-num-seqs", str(i.max_num_seqs),
         "--tensor-parallel-size", str(i.tensor_parallel),
         "--pipeline-parallel-size", str(i.pipeline_parallel),
+        "--scheduling-policy", "priority",  # the batch service's requests (priority > 0) queue behind online ones
     ]
     env: dict[str, str] = {}
     if i.node is NodeKind.cpu:
