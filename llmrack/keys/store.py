@@ -206,9 +206,12 @@ def save(store: KeyStore, path: Path) -> None:
 
 
 def haproxy_map(store: KeyStore) -> str:
-    """The gateway's key map: `<sha256 hex> <tenant>,<key id>,<requests/min>,<max concurrent>` per active key."""
+    """The gateway's key map: `<sha256 hex> <tenant>:<key id>:<requests/min>:<max concurrent>` per active key.
+
+    ':' because neither a tenant nor a key id may hold one, and HAProxy's field() converter splits on it
+    without the quoting a ',' would need inside a converter's arguments."""
     lines = []
     for k in sorted(store.active(), key=lambda r: r.sha256):
         lim = store.limits(k.tenant)
-        lines.append(f"{k.sha256} {k.tenant},{k.id},{lim.requests_per_minute},{lim.max_concurrent}")
+        lines.append(f"{k.sha256} {k.tenant}:{k.id}:{lim.requests_per_minute}:{lim.max_concurrent}")
     return "\n".join(lines) + ("\n" if lines else "")

@@ -89,5 +89,5 @@ def test_the_gateway_map_holds_active_keys_with_their_tenant_limits(tmp_path: Pa
     store.revoke("b")
     save(store, tmp_path / "k.json")
     again = parse((tmp_path / "k.json").read_text())
-    assert haproxy_map(again) == f"{digest(key_a)} alpha,{a.id},60,2\n"
+    assert haproxy_map(again) == f"{digest(key_a)} alpha:{a.id}:60:2\n"
     assert b.sha256 not in haproxy_map(again)
