@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import typer
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
 
-from llmrack.batch.protocol import BATCH_PRIORITY
+from llmrack.batch.client import BatchClient, progress
+from llmrack.batch.protocol import BATCH_PRIORITY, TERMINAL, Batch
 from llmrack.batch.settings import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_INFLIGHT,
@@ -15,7 +23,8 @@ from llmrack.batch.settings import (
     BatchSettings,
 )
 from llmrack.batch.tenants import KeyFileError, Tenants
-from llmrack.errors import UsageError
+from llmrack.cli.output import info, stdout
+from llmrack.errors import EXIT_FAILURE, LlmrackError, UsageError
 
 app = typer.Typer(help="OpenAI Batch API on the rack: run the service, submit jobs, follow them.",
                   no_args_is_help=True)
@@ -69,3 +78,98 @@ def serve(
                       upstream_api_key_file=upstream_api_key_file, prometheus=prometheus,
                       max_file_bytes=max_file_bytes, max_inflight=max_inflight, priority=priority,
                       retry_for_s=retry_for), log_level)
+
+
+# ---- the client commands ---------------------------------------------------------------------------------------
+
+URL_OPTION = typer.Option("http://127.0.0.1:8100", "--url", envvar="LLMRACK_BATCH_URL",
+                          help="the batch service (env LLMRACK_BATCH_URL)")
+KEY_OPTION = typer.Option(None, "--api-key-file", envvar="LLMRACK_API_KEY_FILE",
+                          help="file holding your API key (env LLMRACK_API_KEY_FILE; or set LLMRACK_API_KEY)")
+
+
+def _client(url: str, key_file: Path | None) -> BatchClient:
+    key = os.environ.get("LLMRACK_API_KEY")
+    if key_file is not None:
+        try:
+            key = key_file.read_text().strip().splitlines()[0].strip()
+        except (OSError, IndexError):
+            raise UsageError(f"--api-key-file {key_file}: cannot read a key from it",
+                             hint="the file's first line is the key") from None
+    return BatchClient(url, key)
+
+
+@app.command("submit")
+def submit(
+    file: Path = typer.Argument(..., help="batch input file: one JSON request per line (OpenAI's batch format)"),
+    endpoint: str = typer.Option(None, "--endpoint", help="default: the url of the file's lines"),
+    completion_window: str = typer.Option("24h", "--completion-window"),
+    url: str = URL_OPTION,
+    api_key_file: Path = KEY_OPTION,
+) -> None:
+    """Upload FILE and start a batch job; prints the job's id (stdout)."""
+    batch = _client(url, api_key_file).submit(file, endpoint, completion_window)
+    info(f"{batch.id}: {batch.request_counts.total} lines, {batch.status} (follow: llmrack batch status "
+         f"{batch.id} --watch)")
+    print(batch.id)
+
+
+def _render(batch: Batch) -> Table:
+    p = progress(batch)
+    table = Table.grid(padding=(0, 2))
+    bar = ProgressBar(total=max(p.total, 1), completed=p.done, width=40)
+    table.add_row(f"[bold]{batch.id}[/bold]", batch.status, bar, f"{p.done}/{p.total}")
+    rate = f"{p.tokens_per_s:.1f} tokens/s" if p.tokens_per_s is not None else "- tokens/s"
+    eta = f"ETA {timedelta(seconds=round(p.eta_s))}" if p.eta_s is not None else ""
+    table.add_row("", f"done {p.completed}", f"failed {p.failed}", f"{rate}  {eta}".strip())
+    return table
+
+
+@app.command("status")
+def status(
+    batch_id: str = typer.Argument(..., help="the job's id (batch_...)"),
+    watch: bool = typer.Option(False, "--watch", help="follow the job until it ends"),
+    as_json: bool = typer.Option(False, "--json", help="the Batch object as JSON"),
+    url: str = URL_OPTION,
+    api_key_file: Path = KEY_OPTION,
+) -> None:
+    """Progress of a job: lines done and failed, tokens/s, ETA."""
+    client = _client(url, api_key_file)
+    batch = client.get(batch_id)
+    if as_json:
+        print(batch.model_dump_json(indent=2))
+        return
+    if not watch:
+        stdout.print(_render(batch))
+        return
+    with Live(_render(batch), console=stdout, refresh_per_second=4) as live:
+        while batch.status not in TERMINAL:
+            time.sleep(1.0)
+            batch = client.get(batch_id)
+            live.update(_render(batch))
+    if batch.status != "completed":
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command("results")
+def results(
+    batch_id: str = typer.Argument(..., help="the job's id (batch_...)"),
+    errors: bool = typer.Option(False, "--errors", help="the error file instead of the output file"),
+    output: Path = typer.Option(None, "--output", "-o", help="write to this file instead of stdout"),
+    url: str = URL_OPTION,
+    api_key_file: Path = KEY_OPTION,
+) -> None:
+    """A job's output file (or --errors: its error file), one JSON answer per line."""
+    client = _client(url, api_key_file)
+    batch = client.get(batch_id)
+    if batch.status not in TERMINAL:
+        raise LlmrackError(f"{batch_id} is {batch.status}: results come when it ends",
+                           hint=f"llmrack batch status {batch_id} --watch")
+    file_id = batch.error_file_id if errors else batch.output_file_id
+    content = client.content(file_id) if file_id else b""
+    if output is not None:
+        output.write_bytes(content)
+        lines = content.count(b"\n")
+        info(f"{output}: {lines} lines")
+    else:
+        sys.stdout.buffer.write(content)
