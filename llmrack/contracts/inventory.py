@@ -69,6 +69,9 @@ REPLICA_VAR = "llmrack_replica"
 REPLICA_RANK_VAR = "llmrack_replica_rank"
 NODE_ADDRESS_VAR = "llmrack_node_address"
 NODE_INTERFACE_VAR = "llmrack_node_interface"
+# Networks (CIDRs) operators come from: the firewall role lets them reach SSH and what they use, and closes
+# every node to everyone else only when this is set (a firewall without it would lock operators out).
+ADMIN_NETWORKS_VAR = "llmrack_admin_networks"
 
 # Files `inventory from-stack` and the lab write next to hosts.yml.
 HOSTS_FILE = "hosts.yml"

@@ -1,0 +1,141 @@
+"""The firewall role's rules, rendered by Ansible from an inventory and loaded into real nftables in a network
+namespace of this host: a node that is a serving node answers its serving port only to the gateway and Prometheus,
+its exporter only to Prometheus, everything to the admin network, and nothing to any other host.
+
+The namespace stands in for a node (its own interfaces and ruleset); the host side of a veth pair holds one
+address per role (gateway, Prometheus, operator, another node), and each connection is made from one of them.
+The role's whole run on lab nodes is in tests/lab.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "firewall"
+BIN = Path(sys.executable).parent
+NS = f"llmrack-fw-{os.getpid()}"
+NET = "10.231.77"
+NODE, GATEWAY, PROMETHEUS, ADMIN, OTHER = (f"{NET}.{i}" for i in (10, 1, 2, 3, 4))
+SERVING, EXPORTER, SSH = 8000, 9100, 22
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("ip"),
+    reason="needs root, nft and ip on this host (apt-get install nftables iproute2)")
+
+PLAY = """
+- name: Firewall rules for one node
+  hosts: node1
+  gather_facts: false
+  vars_files: ["{role}/defaults/main.yml", "{role}/vars/main.yml"]
+  tasks:
+    - name: Render
+      ansible.builtin.template:
+        src: "{role}/templates/llmrack.nft.j2"
+        dest: "{{{{ out }}}}"
+        mode: "0644"
+        validate: "nft -c -f %s"
+"""
+
+
+def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=60)
+
+
+def _render(tmp: Path) -> Path:
+    inventory = {"all": {"children": {
+        "gateway": {"hosts": {"gw": {"firewall_address": GATEWAY}}},
+        "monitoring": {"hosts": {"mon": {"firewall_address": PROMETHEUS}}},
+        "serving_nodes": {"hosts": {"node1": {"firewall_address": NODE, "ansible_connection": "local",
+                                              "ansible_python_interpreter": sys.executable},
+                                    "node2": {"firewall_address": OTHER}}}}}}
+    (tmp / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    (tmp / "play.yml").write_text(PLAY.format(role=ROLE))
+    out = tmp / "llmrack.nft"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "ANSIBLE_CONFIG": str(ROLE.parents[1] / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"}
+    extra = {"out": str(out), "firewall_admin_networks": [f"{ADMIN}/32"], "firewall_serving_port": SERVING,
+             "ansible_managed": "test"}
+    (tmp / "extra.yml").write_text(yaml.safe_dump(extra))
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(tmp / "inventory.yml"), str(tmp / "play.yml"),
+                           "-e", f"@{tmp / 'extra.yml'}"], capture_output=True, text=True, env=env, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    tmp = tmp_path_factory.mktemp("firewall")
+    rules = _render(tmp)
+    host_if, node_if = f"fwh{os.getpid() % 10000}", f"fwn{os.getpid() % 10000}"
+    _run("ip", "netns", "add", NS)
+    listeners: list[subprocess.Popen[bytes]] = []
+    try:
+        _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if)
+        _run("ip", "link", "set", node_if, "netns", NS)
+        for address in (GATEWAY, PROMETHEUS, ADMIN, OTHER):
+            _run("ip", "addr", "add", f"{address}/32", "dev", host_if)
+        _run("ip", "link", "set", host_if, "up")
+        _run("ip", "route", "add", f"{NODE}/32", "dev", host_if)
+        _run("ip", "netns", "exec", NS, "ip", "addr", "add", f"{NODE}/24", "dev", node_if)
+        _run("ip", "netns", "exec", NS, "ip", "link", "set", node_if, "up")
+        _run("ip", "netns", "exec", NS, "ip", "link", "set", "lo", "up")
+        _run("ip", "netns", "exec", NS, "nft", "-f", str(rules))
+        for port in (SERVING, EXPORTER, SSH):
+            listeners.append(subprocess.Popen(
+                ["ip", "netns", "exec", NS, sys.executable, "-m", "http.server", "-b", NODE, str(port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1.5)
+        yield rules
+    finally:
+        for p in listeners:
+            p.terminate()
+            p.wait(10)
+        _run("ip", "link", "del", host_if, check=False)
+        _run("ip", "netns", "del", NS, check=False)
+
+
+def _answers(source: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((source, 0))
+        s.settimeout(1.0)
+        try:
+            s.connect((NODE, port))
+        except OSError:  # dropped: the connect times out
+            return False
+        return True
+
+
+@pytest.mark.parametrize(("who", "source", "port", "open_"), [
+    ("gateway", GATEWAY, SERVING, True),
+    ("prometheus", PROMETHEUS, SERVING, True),
+    ("another node", OTHER, SERVING, False),
+    ("prometheus", PROMETHEUS, EXPORTER, True),
+    ("gateway", GATEWAY, EXPORTER, False),
+    ("another node", OTHER, EXPORTER, False),
+    ("operator", ADMIN, SSH, True),
+    ("operator", ADMIN, SERVING, True),
+    ("gateway", GATEWAY, SSH, False),
+    ("another node", OTHER, SSH, False),
+])
+def test_who_reaches_which_port(node: Path, who: str, source: str, port: int, open_: bool) -> None:
+    assert _answers(source, port) is open_, f"{who} ({source}) -> :{port} should be {'open' if open_ else 'closed'}"
+
+
+def test_drops_are_counted(node: Path) -> None:
+    _answers(OTHER, SERVING)
+    listed = _run("ip", "netns", "exec", NS, "nft", "list", "chain", "inet", "llmrack", "input").stdout
+    assert "policy drop" in listed
+    packets = int(listed.split("counter packets ")[1].split()[0])
+    assert packets > 0
