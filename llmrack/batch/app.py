@@ -68,7 +68,8 @@ def create_app(settings: BatchSettings) -> FastAPI:
     tenants = Tenants.from_file(settings.api_key_file)
     store = Store(settings.state)
     pace = Pace(settings.max_inflight)
-    upstream = Upstream(settings.upstream, _read_key(settings), settings.prometheus)
+    upstream = Upstream(settings.upstream, _read_key(settings), settings.prometheus,
+                        ca_file=settings.upstream_ca_file)
     metrics = BatchMetrics(store, pace)
     runner = Runner(store, upstream, pace, settings.priority, settings.retry_for_s,
                     on_retry=lambda reason: metrics.retries.labels(reason).inc())

@@ -21,6 +21,7 @@ class BatchSettings:
     port: int = DEFAULT_PORT
     api_key_file: Path | None = None
     upstream_api_key_file: Path | None = None
+    upstream_ca_file: Path | None = None
     prometheus: str | None = None
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     max_inflight: int = DEFAULT_MAX_INFLIGHT

@@ -7,7 +7,9 @@ one engine's own /metrics page (a URL ending in /metrics), read for the requests
 from __future__ import annotations
 
 import json
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,12 +35,14 @@ class Answer:
 
 
 class Upstream:
-    def __init__(self, url: str, api_key: str | None, prometheus: str | None, timeout_s: float = 600.0) -> None:
+    def __init__(self, url: str, api_key: str | None, prometheus: str | None, timeout_s: float = 600.0,
+                 ca_file: Path | None = None) -> None:
         headers = {PRIORITY_HEADER: PRIORITY_HEADER_VALUE}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         # One pooled client for every line: connection set-up stays off the per-request path.
-        self._client = httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers,
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
+        self._client = httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, verify=verify,
                                          timeout=httpx.Timeout(timeout_s, connect=10.0),
                                          limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
         self.url = url

@@ -45,6 +45,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
     upstream_api_key_file: Path = typer.Option(None, "--upstream-api-key-file",
                                                help="file whose first key the service sends to the upstream"),
+    upstream_ca_file: Path = typer.Option(None, "--upstream-ca-file",
+                                          help="CA bundle that signs the upstream's certificate (the rack CA)"),
     prometheus: str = typer.Option(None, "--prometheus",
                                    help="Prometheus URL (or an engine's /metrics URL) to read queue depth from"),
     max_file_bytes: int = typer.Option(DEFAULT_MAX_FILE_BYTES, "--max-file-bytes", help="largest input file"),
@@ -68,6 +70,7 @@ def serve(
     if priority < 0:
         raise UsageError(f"--priority {priority}: must be 0 (none) or positive (lower is sooner)")
     _readable(upstream_api_key_file, "--upstream-api-key-file")
+    _readable(upstream_ca_file, "--upstream-ca-file")
     try:
         Tenants.from_file(api_key_file)
     except KeyFileError as exc:
@@ -75,7 +78,8 @@ def serve(
     if state.exists() and not state.is_dir():
         raise UsageError(f"--state {state} is a file", hint="give a directory for the batch store")
     run(BatchSettings(upstream=upstream, state=state, host=host, port=port, api_key_file=api_key_file,
-                      upstream_api_key_file=upstream_api_key_file, prometheus=prometheus,
+                      upstream_api_key_file=upstream_api_key_file, upstream_ca_file=upstream_ca_file,
+                      prometheus=prometheus,
                       max_file_bytes=max_file_bytes, max_inflight=max_inflight, priority=priority,
                       retry_for_s=retry_for), log_level)
 
