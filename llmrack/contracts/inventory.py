@@ -72,6 +72,9 @@ NODE_INTERFACE_VAR = "llmrack_node_interface"
 # Networks (CIDRs) operators come from: the firewall role lets them reach SSH and what they use, and closes
 # every node to everyone else only when this is set (a firewall without it would lock operators out).
 ADMIN_NETWORKS_VAR = "llmrack_admin_networks"
+# Path on the controller of the key store `llmrack keys` writes (hashes of tenants' keys): llmrack's engine on
+# every node and the gateway read it; playbooks/keys.yml distributes a change without a restart.
+KEYS_STORE_VAR = "llmrack_keys_store"
 
 # Files `inventory from-stack` and the lab write next to hosts.yml.
 HOSTS_FILE = "hosts.yml"
