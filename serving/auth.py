@@ -74,11 +74,7 @@ class ApiKeys:
     @classmethod
     def from_file(cls, path: Path, *, recheck_s: float = RECHECK_S) -> ApiKeys:
         keys = cls([], path=path, recheck_s=recheck_s)
-        stamp, known = keys._read()
-        if not known and not _is_store(path):
-            raise KeyFileError(f"--api-key-file {path} holds no key (one per line, '#' starts a comment; or a key "
-                               f"store written by `llmrack keys create`)")
-        keys._stamp, keys._known = stamp, known
+        keys._stamp, keys._known = keys._read()
         return keys
 
     def _read(self) -> tuple[tuple[int, int, int], dict[bytes, Caller]]:
@@ -88,7 +84,12 @@ class ApiKeys:
             text = self._path.read_text()
         except OSError as exc:
             raise KeyFileError(f"--api-key-file {self._path}: {exc.strerror}") from None
-        return (st.st_mtime_ns, st.st_size, st.st_ino), _parse(text, f"--api-key-file {self._path}")
+        known = _parse(text, f"--api-key-file {self._path}")
+        if not known and FORMAT not in text[:200]:
+            # Empty is never a state to act on: a file being copied in place reads empty for a moment.
+            raise KeyFileError(f"--api-key-file {self._path} holds no key (one per line, '#' starts a comment; "
+                               "or a key store written by `llmrack keys create`)")
+        return (st.st_mtime_ns, st.st_size, st.st_ino), known
 
     def _refresh(self) -> None:
         """Re-read the file when it changed since the last look (at most once per recheck interval)."""
@@ -140,9 +141,3 @@ class ApiKeys:
         """True for a known key, or when the server has no keys at all (unauthenticated, warned at start)."""
         return not self.enabled or self.identify(authorization) is not None
 
-
-def _is_store(path: Path) -> bool:
-    try:
-        return FORMAT in path.read_text()[:200]
-    except OSError:
-        return False
