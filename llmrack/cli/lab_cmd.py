@@ -100,12 +100,12 @@ def _where_to_look(result: lab.UpResult, report_dir: Path | None, serving: bool)
     if serving and gateway:
         stdout.print(f"[bold]The rack's endpoint[/bold] (gateway on node1, balancing every node): {gateway}",
                      highlight=False)
-        _curl(gateway, data["api_key_file"])
+        _curl(gateway, data["api_key_file"], data["rack_ca"])
 
 
-def _curl(url: str, api_key_file: str) -> None:
+def _curl(url: str, api_key_file: str, ca: str | None = None) -> None:
     stdout.print(
-        f"  curl -s {url}/v1/completions "
+        f"  curl -s {url}/v1/completions " + (f"--cacert {ca} " if ca else "") +
         f"-H \"Authorization: Bearer $(cat {api_key_file})\" -H 'content-type: application/json' "
         f"-d '{{\"model\": \"{serving_artifacts.SERVED_NAME}\", \"prompt\": \"Hello\", \"max_tokens\": 16}}'",
         highlight=False, soft_wrap=True)

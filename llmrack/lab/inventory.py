@@ -130,7 +130,10 @@ def write_inventory(state: LabState, deployment: dict[str, Any], serving: dict[s
     (inv / DEPLOYMENT_FILE).write_text(
         header + yaml.safe_dump({DEPLOYMENT_VAR: deployment}, sort_keys=False)
     )
-    (inv / "group_vars" / "all" / "lab.yml").write_text(header + yaml.safe_dump(lab_vars(serving), sort_keys=False))
+    # The gateway play puts the rack CA's certificate where the lab's clients look for it.
+    gateway_ca = {"gateway_tls_ca_fetch_to": str(state.rack_ca.resolve())}
+    (inv / "group_vars" / "all" / "lab.yml").write_text(
+        header + yaml.safe_dump({**lab_vars(serving), **gateway_ca}, sort_keys=False))
 
 
 def write_ansible_cfg(state: LabState) -> None:

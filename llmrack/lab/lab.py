@@ -241,6 +241,7 @@ def status(lab_dir: Path) -> dict[str, Any]:
         "api_key_file": str(serving_artifacts.api_key_file(state.lab_dir)),
         "ssh_key": str(state.ssh_key),
         "gateway_url": state.gateway_url,
+        "rack_ca": str(state.rack_ca),
         "nodes": out_nodes,
     }
 

@@ -41,7 +41,8 @@ class NodeState(BaseModel):
 
     @property
     def gateway_url(self) -> str | None:
-        return f"http://127.0.0.1:{self.gateway_port}" if self.gateway_port else None
+        # TLS only (the gateway role); clients verify it against the rack CA (LabState.rack_ca).
+        return f"https://127.0.0.1:{self.gateway_port}" if self.gateway_port else None
 
     @property
     def serving_url(self) -> str:
@@ -71,6 +72,11 @@ class LabState(BaseModel):
     @property
     def ssh_key(self) -> Path:
         return self.lab_dir / "ssh" / "id_ed25519"
+
+    @property
+    def rack_ca(self) -> Path:
+        """The rack CA's certificate, written here by the gateway play: what clients pass as --cacert."""
+        return self.lab_dir / "rack-ca.crt"
 
     @property
     def monitoring_node(self) -> NodeState | None:

@@ -75,3 +75,8 @@ def _lab_ansible_config(request: pytest.FixtureRequest, monkeypatch: pytest.Monk
     if "lab_up" in request.fixturenames:
         result: lab.UpResult = request.getfixturevalue("lab_up")
         monkeypatch.setenv("ANSIBLE_CONFIG", str(result.state.ansible_cfg))
+        # The gateway speaks TLS with a certificate of the lab's rack CA: httpx trusts it (and the system's CAs).
+        if result.state.rack_ca.exists():
+            bundle = result.state.lab_dir / "ca-bundle.crt"
+            bundle.write_text(Path("/etc/ssl/certs/ca-certificates.crt").read_text() + result.state.rack_ca.read_text())
+            monkeypatch.setenv("SSL_CERT_FILE", str(bundle))

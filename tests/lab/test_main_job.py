@@ -46,7 +46,7 @@ def test_lab_up_serves_and_validates_then_resumes_and_tears_down(tmp_path: Path)
 
         status = json.loads(llmrack("lab", "status", "--json", "--lab-dir", str(lab_dir)).stdout)
         # One curl, the last thing printed: the rack's endpoint (the gateway), not a node.
-        assert up.stdout.count("curl -s http://127.0.0.1:") == 1, up.stdout
+        assert up.stdout.count("curl -s https://127.0.0.1:") == 1, up.stdout
         last = up.stdout.rstrip().splitlines()[-1].lstrip()
         assert last.startswith(f"curl -s {status['gateway_url']}/v1/"), up.stdout
         key = Path(status["api_key_file"]).read_text().strip()
