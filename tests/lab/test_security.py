@@ -1,0 +1,213 @@
+"""The rack's front door on the session lab (HAProxy on node1, from the gateway role): TLS 1.2/1.3 only with a chain
+that verifies against the rack CA the play made, tenants' keys checked at the gateway and on the nodes, one tenant
+flooding over its quota answered 429 + Retry-After while the other's requests all succeed (its p99 TTFT printed),
+a key revoked under load refused within seconds by keys.yml with no restart and no failed request for valid keys,
+and per-tenant usage counted by the nodes equal to what the clients were answered.
+
+The lab's own key stays valid throughout (it is in the store, as tenant "lab"), and the nodes' keys file and the
+gateway's config are put back at the end, so the other lab tests see the lab as it was.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import statistics
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from llmrack.contracts import metrics as names
+from llmrack.keys import KeyRecord, KeyStore, TenantLimits, digest, save
+from llmrack.lab import lab, serving_artifacts
+from tests.lab.hosts import host_of
+from tests.lab.test_gateway import Load
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+NODE_KEYS_FILE = "/etc/llmrack/serving-api-keys"  # the serving role's serving_api_keys_file default
+
+
+def _handshake(port: int, version: ssl.TLSVersion, ciphers: str | None = None) -> str | None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.minimum_version = ctx.maximum_version = version
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
+            return str(tls.cipher()[0])  # type: ignore[index]
+    except (ssl.SSLError, ConnectionError):
+        return None
+
+
+@dataclass
+class Flood:
+    """Threads sending short requests with one key as fast as they are answered; counts the answers' statuses."""
+
+    url: str
+    key: str
+    threads: int = 6
+    statuses: Counter[int] = field(default_factory=Counter)
+    retry_after: set[str] = field(default_factory=set)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _running: list[threading.Thread] = field(default_factory=list)
+
+    def _run(self) -> None:
+        body = {"model": serving_artifacts.SERVED_NAME, "prompt": "flood", "max_tokens": 4, "ignore_eos": True}
+        with httpx.Client(base_url=self.url, timeout=60, headers={"Authorization": f"Bearer {self.key}"}) as c:
+            while not self._stop.is_set():
+                r = c.post("/v1/completions", json=body)
+                self.statuses[r.status_code] += 1
+                if r.status_code == 429:
+                    self.retry_after.add(r.headers.get("retry-after", ""))
+                    # Still far over the quota, without spinning the lab's two cores on refusals.
+                    time.sleep(0.05)
+
+    def __enter__(self) -> Flood:
+        self._running = [threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)]
+        for t in self._running:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._running:
+            t.join(timeout=120)
+
+
+def _ttft(url: str, key: str, n: int) -> list[float]:
+    """Seconds to the first streamed token of n requests in a row."""
+    out = []
+    body = {"model": serving_artifacts.SERVED_NAME, "prompt": "The rack", "max_tokens": 4, "ignore_eos": True,
+            "stream": True}
+    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}) as c:
+        for _ in range(n):
+            start = time.perf_counter()
+            with c.stream("POST", "/v1/completions", json=body) as r:
+                assert r.status_code == 200, r.read()[:200]
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        out.append(time.perf_counter() - start)
+                        break
+                for _ in r.iter_lines():
+                    pass
+    return out
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98] if len(values) >= 2 else values[0]
+
+
+def _tenant_usage(url: str) -> dict[tuple[str, str], float]:
+    """The node's per-tenant counters, straight from its /metrics."""
+    out: dict[tuple[str, str], float] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("llmrack_tenant_"):
+            series, value = line.rsplit(" ", 1)
+            out[(series.split("{")[0], series.split('tenant="')[1].split('"')[0])] = float(value)
+    return out
+
+
+def test_front_door_tls_keys_quotas_revocation_and_usage(lab_up: lab.UpResult, tmp_path: Path) -> None:
+    state = lab_up.state
+    gateway = state.gateway_url
+    assert gateway and gateway.startswith("https://")
+    port = int(gateway.rsplit(":", 1)[1])
+    lab_key = serving_artifacts.api_key(state.lab_dir)
+
+    # --- TLS, from the host ---------------------------------------------------------------------------------
+    assert _handshake(port, ssl.TLSVersion.TLSv1_3) is not None
+    assert str(_handshake(port, ssl.TLSVersion.TLSv1_2)).startswith("ECDHE-")
+    for old in (ssl.TLSVersion["TLSv1"], ssl.TLSVersion["TLSv1_1"]):
+        assert _handshake(port, old, "ALL:@SECLEVEL=0") is None
+    for weak in ("AES128-SHA", "AES256-SHA256", "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA"):
+        assert _handshake(port, ssl.TLSVersion.TLSv1_2, weak) is None, weak
+    verified = ssl.create_default_context(cafile=str(state.rack_ca))
+    with socket.create_connection(("127.0.0.1", port)) as raw, \
+            verified.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        print(f"\nTLS: {tls.version()} {tls.cipher()[0]}; chain verified against {state.rack_ca}")  # type: ignore[index]
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5)
+
+    # --- tenants: alpha unlimited, beta limited; the lab's key stays valid as tenant "lab" ---------------------
+    store = KeyStore(tenants={"lab": TenantLimits()}, keys=[
+        KeyRecord(id="klab0000", name="lab", tenant="lab", sha256=digest(lab_key), created="2026-12-07T00:00:00Z")])
+    _, alpha = store.create("alpha-app", "alpha")
+    _, alpha_old = store.create("alpha-old", "alpha")
+    _, beta = store.create("beta-batch", "beta", TenantLimits(requests_per_minute=120, max_concurrent=2))
+    store_file = tmp_path / "keys.json"
+    save(store, store_file)
+    extra = tmp_path / "keys-vars.yml"
+    extra.write_text(yaml.safe_dump({"llmrack_keys_store": str(store_file)}))
+    nodes = [n.name for n in state.nodes]
+    for n in nodes:  # kept on the node, so no key crosses a command line
+        assert host_of(lab_up, n).run("cp -p %s %s.before-test", NODE_KEYS_FILE, NODE_KEYS_FILE).rc == 0
+    try:
+        started = time.monotonic()
+        keys = lab.provision(state.lab_dir, "keys.yml", ["-e", f"@{extra}", "--limit", "serving_nodes"])
+        assert keys.rc == 0, f"see {keys.log}"
+        gate = lab.provision(state.lab_dir, "site.yml", ["--tags", "gateway", "-e", f"@{extra}"])
+        assert gate.rc == 0, f"see {gate.log}"
+        print(f"keys to nodes and gateway configured in {time.monotonic() - started:.0f} s")
+        r = httpx.post(f"{gateway}/v1/completions", headers={"Authorization": "Bearer lrk-unknown"},
+                       json={"model": "x", "prompt": "x"}, timeout=30)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        usage_before = {n.name: _tenant_usage(n.serving_url) for n in state.nodes}
+
+        # --- beta floods over its quota while alpha works: alpha fails nothing ---------------------------------
+        quiet = _ttft(gateway, alpha, 30)
+        with Load(gateway, alpha, clients=2) as steady, Load(gateway, alpha_old, clients=1) as doomed, \
+                Flood(gateway, beta, threads=6) as flood:
+            time.sleep(5)
+            busy = _ttft(gateway, alpha, 30)
+            # --- revoke alpha-old under that load -----------------------------------------------------------------
+            store.revoke("alpha-old")
+            save(store, store_file)
+            revoked_at = time.monotonic()
+            applied = lab.provision(state.lab_dir, "keys.yml", ["-e", f"@{extra}"])
+            assert applied.rc == 0, f"see {applied.log}"
+            applied_after = time.monotonic() - revoked_at
+            deadline = time.monotonic() + 10
+            while not any("HTTP 401" in o for _, o in doomed.results[-3:]):
+                assert time.monotonic() < deadline, "the revoked key is still served 10 s after keys.yml"
+                time.sleep(0.2)
+            refused_after = time.monotonic() - revoked_at
+        print(f"alpha TTFT p99: {_p99(quiet) * 1000:.0f} ms alone, {_p99(busy) * 1000:.0f} ms while beta floods "
+              f"({sum(flood.statuses.values())} beta requests: {dict(flood.statuses)}); alpha under load: "
+              f"{len(steady.results)} requests, {len(steady.failures())} failed; revoked key refused "
+              f"{refused_after:.1f} s after revoke (keys.yml took {applied_after:.1f} s)")
+        assert steady.results and not steady.failures(), Counter(steady.failures())
+        # The stated bound: alpha's p99 TTFT stays under the lab spec's 5 s latency floor while beta floods.
+        assert _p99(busy) < 5.0
+        assert flood.statuses[429] > 0 and flood.retry_after == {"1"}
+        assert set(flood.statuses) <= {200, 429}, flood.statuses
+        # Before the revocation took, the doomed key's requests succeeded; after it, only 401s.
+        outcomes = [o for _, o in doomed.results]
+        first_refusal = next(i for i, o in enumerate(outcomes) if "HTTP 401" in o)
+        assert all(o == "ok" for o in outcomes[:first_refusal])
+        assert all("HTTP 401" in o for o in outcomes[first_refusal:])
+
+        # --- usage: what the nodes counted for alpha equals what the clients were answered ------------------
+        time.sleep(1)
+        usage_after = {n.name: _tenant_usage(n.serving_url) for n in state.nodes}
+        counted = sum(usage_after[n].get((names.counter_series(names.TENANT_REQUESTS), "alpha"), 0)
+                      - usage_before[n].get((names.counter_series(names.TENANT_REQUESTS), "alpha"), 0) for n in nodes)
+        answered = 60 + len([o for _, o in steady.results if o == "ok"]) + first_refusal
+        print(f"usage: alpha requests counted by the nodes {counted:.0f}, answered to the clients {answered}")
+        assert counted == answered
+    finally:
+        # Back as the lab had it: the nodes' own keys file (in place: the engine has it bind-mounted) and the
+        # gateway without keys.
+        for n in nodes:
+            back = host_of(lab_up, n).run("cp %s.before-test %s && rm %s.before-test", NODE_KEYS_FILE,
+                                          NODE_KEYS_FILE, NODE_KEYS_FILE)
+            assert back.rc == 0, back.stderr
+        restore = lab.provision(state.lab_dir, "site.yml", ["--tags", "gateway"])
+        assert restore.rc == 0, f"see {restore.log}"
