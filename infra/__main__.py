@@ -6,6 +6,7 @@ import pulumi_kubernetes as k8s
 from infra import config
 from infra.components.accelerator_stack import AcceleratorStack
 from infra.components.aws_fleet import AwsFleet, AwsFleetArgs
+from infra.components.batch import BatchService, batch_args
 from infra.components.huaweicloud_fleet import HuaweiCloudFleet, HuaweiCloudFleetArgs
 from infra.components.monitoring import Monitoring
 from infra.components.serving import ServingStack
@@ -16,6 +17,11 @@ from infra.wiring import component_args
 # Everything is read and checked, and every component's arguments validated, before the first resource.
 cfg = config.load(pulumi.Config(NAMESPACE), pulumi.get_stack())
 args = component_args(cfg)
+# The batch service only when the stack asks for it; checked here, before any resource (its upstream is the
+# serving Service, named once that exists).
+batch_config = pulumi.Config(NAMESPACE).get_object("batch")
+batch = (batch_args(batch_config, cfg.serving.namespace, cfg.image, "", args.serving.port, cfg.api_keys)
+         if batch_config is not None else None)
 
 fleet: AwsFleet | HuaweiCloudFleet | StaticFleet | None = None
 if isinstance(args.fleet, AwsFleetArgs):
@@ -41,6 +47,9 @@ accelerators = AcceleratorStack("accelerators", args.accelerator_stack, on_clust
 if args.monitoring is not None:
     monitoring = Monitoring("monitoring", args.monitoring, on_cluster)
 serving = ServingStack("serving", args.serving, on_cluster)
+if batch is not None:
+    batch.upstream_service = serving.service_name
+    BatchService("batch", batch, pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[serving])))
 
 pulumi.export("plan", {
     "accelerator": cfg.accelerator.name,
