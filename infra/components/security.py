@@ -1,0 +1,146 @@
+"""The front door's security on Kubernetes, equal to what the gateway and firewall roles do on a rack.
+
+- TLS: a cert-manager `Certificate` (where the cluster has cert-manager: an issuer name is given) or a
+  `kubernetes.io/tls` Secret from the stack's secret certificate and key; the ingress in front of the serving
+  Service terminates TLS with that Secret.
+- NetworkPolicies: the serving pods accept nothing by default; the serving port is open to the gateway's namespaces
+  (the ingress controller) and to Prometheus' namespace, to the load balancer's allowlist when there is one, and
+  every port between the pods of the deployment itself (a multi-node replica's collectives).
+- Keys: the key store `llmrack keys` writes (hashes only) as a Secret, the file llmrack's engine reads and
+  re-reads when the kubelet updates the mounted Secret (no restart).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.components.serving import APP
+
+KEYS_FILE = "keys.json"
+TLS_TYPE = "kubernetes.io/tls"
+
+
+@dataclass
+class SecurityArgs:
+    namespace: pulumi.Input[str]
+    deployment_name: str
+    serving_port: int
+    # Namespaces whose pods may call the serving port: the ingress controller / gateway in front of the Service.
+    gateway_namespaces: list[str]
+    monitoring_namespace: str = "monitoring"
+    # CIDRs a LoadBalancer Service admits (its loadBalancerSourceRanges); empty for a ClusterIP Service.
+    allowlist: list[str] = field(default_factory=list)
+    tls_secret_name: str = "llmrack-api-tls"
+    cert_manager_issuer: str | None = None  # a ClusterIssuer's name; None: the certificate comes from the stack
+    cert_manager_issuer_kind: str = "ClusterIssuer"
+    tls_dns_names: list[str] = field(default_factory=list)
+    tls_certificate: pulumi.Input[str] | None = None  # PEM, secret
+    tls_private_key: pulumi.Input[str] | None = None  # PEM, secret
+    keys_store: pulumi.Input[str] | None = None  # the key store's JSON (hashes), secret
+
+    def validate(self) -> None:
+        if not self.gateway_namespaces:
+            raise ValueError("security: gateway_namespaces is empty: name the namespace(s) of the ingress controller "
+                             "or gateway that calls the serving pods, e.g. ['ingress-nginx']")
+        if self.cert_manager_issuer:
+            if not self.tls_dns_names:
+                raise ValueError("security: tls_dns_names is empty: cert-manager needs the names the API is "
+                                 "reached at, e.g. ['llm.example.internal']")
+        elif self.tls_certificate is None or self.tls_private_key is None:
+            raise ValueError("security: TLS needs either cert_manager_issuer (cert-manager issues the certificate) "
+                             "or both tls_certificate and tls_private_key (secret stack config)")
+
+
+class FrontDoorSecurity(pulumi.ComponentResource):
+    tls_secret_name: str
+
+    def __init__(self, name: str, args: SecurityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        args.validate()
+        super().__init__("llmrack:security:FrontDoorSecurity", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        labels = {"app.kubernetes.io/part-of": "llmrack", "app.kubernetes.io/component": "security",
+                  "app.kubernetes.io/instance": args.deployment_name}
+        pods = {"app.kubernetes.io/name": APP, "app.kubernetes.io/instance": args.deployment_name}
+        outputs: dict[str, Any] = {}
+
+        if args.cert_manager_issuer:
+            cert = k8s.apiextensions.CustomResource(
+                f"{name}-certificate",
+                api_version="cert-manager.io/v1",
+                kind="Certificate",
+                metadata={"namespace": args.namespace, "labels": labels},
+                spec={
+                    "secretName": args.tls_secret_name,
+                    "dnsNames": args.tls_dns_names,
+                    "issuerRef": {"name": args.cert_manager_issuer, "kind": args.cert_manager_issuer_kind,
+                                  "group": "cert-manager.io"},
+                    "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+                    # The rack's validity and renewal: 397 days, renewed 30 days before the end (the expiry
+                    # alert's threshold on the rack).
+                    "duration": "9528h",
+                    "renewBefore": "720h",
+                    "usages": ["server auth", "digital signature", "key encipherment"],
+                },
+                opts=child,
+            )
+            outputs["certificate"] = cert.metadata["name"]
+        else:
+            secret = k8s.core.v1.Secret(
+                f"{name}-tls",
+                metadata={"name": args.tls_secret_name, "namespace": args.namespace, "labels": labels},
+                type=TLS_TYPE,
+                string_data={"tls.crt": pulumi.Output.secret(args.tls_certificate),
+                             "tls.key": pulumi.Output.secret(args.tls_private_key)},
+                opts=child,
+            )
+            outputs["tlsSecret"] = secret.metadata["name"]
+        self.tls_secret_name = args.tls_secret_name
+
+        if args.keys_store is not None:
+            keys = k8s.core.v1.Secret(
+                f"{name}-keys",
+                metadata={"namespace": args.namespace, "labels": labels},
+                type="Opaque",
+                string_data={KEYS_FILE: pulumi.Output.secret(args.keys_store)},
+                opts=child,
+            )
+            outputs["keysSecret"] = keys.metadata["name"]
+
+        # Default deny: a pod of the namespace that no policy below admits gets nothing.
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-default-deny",
+            metadata={"namespace": args.namespace, "labels": labels},
+            spec={"podSelector": {}, "policyTypes": ["Ingress"]},
+            opts=child,
+        )
+        callers: list[dict[str, Any]] = [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+            for ns in [*args.gateway_namespaces, args.monitoring_namespace]
+        ]
+        callers += [{"ipBlock": {"cidr": cidr}} for cidr in args.allowlist]
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-serving-port",
+            metadata={"namespace": args.namespace, "labels": labels},
+            spec={
+                "podSelector": {"matchLabels": pods},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": callers, "ports": [{"protocol": "TCP", "port": args.serving_port}]}],
+            },
+            opts=child,
+        )
+        # The pods of one replica talk among themselves (collectives, the leader's launcher) on any port.
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-replica-peers",
+            metadata={"namespace": args.namespace, "labels": labels},
+            spec={
+                "podSelector": {"matchLabels": pods},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"podSelector": {"matchLabels": pods}}]}],
+            },
+            opts=child,
+        )
+        self.register_outputs(outputs)

@@ -1,0 +1,91 @@
+"""FrontDoorSecurity under the Pulumi mocks: the TLS Secret or cert-manager Certificate, the keys Secret from the
+key store, and NetworkPolicies equal to the firewall role's rules, each object valid against the official schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pulumi
+import pytest
+from pulumi.runtime import mocks, settings, stack
+from pulumi.runtime.sync_await import _sync_await
+
+from infra.components.security import KEYS_FILE, FrontDoorSecurity, SecurityArgs
+from llmrack.keys import KeyStore
+from tests.infra.harness import ProgramMocks, Resource, _unwrap
+
+VERSION = "1.31"
+
+
+def _run(args: SecurityArgs) -> list[Resource]:
+    settings.set_root_resource(None)
+    pulumi.runtime.set_all_config({}, [])
+    monitor = mocks.MockMonitor(ProgramMocks())
+    pulumi.runtime.set_mocks(monitor.mocks, project="llmrack", stack="test", preview=False, monitor=monitor)
+    _sync_await(stack.run_pulumi_func(lambda: FrontDoorSecurity("front-door", args)))
+    return [Resource(urn, urn.split("::")[2].split("$")[-1], urn.split("::")[-1], _unwrap(reg.state))
+            for urn, reg in monitor.get_registered_resources().items()]
+
+
+def _object(res: Resource) -> dict[str, Any]:
+    return {k: v for k, v in res.state.items() if k in ("apiVersion", "kind", "metadata", "spec", "stringData",
+                                                         "type")}
+
+
+def _args(**over: Any) -> SecurityArgs:
+    store = KeyStore(tenants={}, keys=[])
+    store.create("chat", "product")
+    base: dict[str, Any] = dict(namespace="llm", deployment_name="deepseek", serving_port=8000,
+                                gateway_namespaces=["ingress-nginx"], allowlist=["10.20.0.0/16"],
+                                tls_certificate="-----BEGIN CERTIFICATE-----\n",
+                                tls_private_key="-----BEGIN PRIVATE KEY-----\n",
+                                keys_store=store.dumps())
+    base.update(over)
+    return SecurityArgs(**base)
+
+
+def test_objects_are_valid_and_mirror_the_firewall() -> None:
+    resources = _run(_args())
+    k8s = [r for r in resources if r.type.startswith("kubernetes:")]
+    assert len(k8s) == 5  # TLS Secret, keys Secret, three NetworkPolicies
+    for res in k8s:
+        try:
+            kubernetes_validate.validate(_object(res), VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{res.type} {res.name} is not a valid Kubernetes {VERSION} object: {exc}")
+    policies = {r.name: r.state["spec"] for r in resources if r.type == "kubernetes:networking.k8s.io/v1:NetworkPolicy"}
+    assert policies["front-door-default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    serving = policies["front-door-serving-port"]["ingress"][0]
+    assert serving["ports"] == [{"protocol": "TCP", "port": 8000}]
+    assert {str(f.get("namespaceSelector", f.get("ipBlock"))) for f in serving["from"]} == {
+        str({"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}),
+        str({"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}),
+        str({"cidr": "10.20.0.0/16"})}
+    tls = next(r for r in resources if r.name == "front-door-tls")
+    assert tls.state["type"] == "kubernetes.io/tls" and set(tls.state["stringData"]) == {"tls.crt", "tls.key"}
+    keys = next(r for r in resources if r.name == "front-door-keys")
+    stored = keys.state["stringData"][KEYS_FILE]
+    assert '"format": "llmrack-keys/1"' in stored and "lrk-" not in stored  # hashes, never a key
+
+
+def test_cert_manager_certificate_where_the_cluster_has_it() -> None:
+    resources = _run(_args(cert_manager_issuer="rack-ca", tls_dns_names=["llm.example.internal"],
+                           tls_certificate=None, tls_private_key=None))
+    cert = next(r for r in resources if r.type == "kubernetes:cert-manager.io/v1:Certificate")
+    spec = cert.state["spec"]
+    # The fields cert-manager's v1 Certificate requires, and what it issues into.
+    assert spec["secretName"] == "llmrack-api-tls" and spec["dnsNames"] == ["llm.example.internal"]
+    assert spec["issuerRef"] == {"name": "rack-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    assert not [r for r in resources if r.name == "front-door-tls"]
+
+
+@pytest.mark.parametrize(("over", "says"), [
+    ({"gateway_namespaces": []}, "gateway_namespaces is empty"),
+    ({"tls_certificate": None}, "either cert_manager_issuer"),
+    ({"cert_manager_issuer": "ca", "tls_dns_names": []}, "tls_dns_names is empty"),
+])
+def test_bad_arguments_name_the_fix(over: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        _args(**over).validate()
+
