@@ -256,11 +256,12 @@ def _layout_reason(req: PlanRequest, acc: Accelerator, layout: _Layout) -> str:
           "token") if layout.tp > 1 else "TP 1"
     if layout.pp == 1:
         return f"{tp}; one node per replica"
+    workers = "rank 1 is" if layout.pp == 2 else f"ranks 1-{layout.pp - 1} are"
     stages = "asked for (serving.pipeline_parallel)" if req.pipeline_parallel else "the weights and KV cache " \
         f"need more than one {acc.name} node"
     return (f"{tp}; PP {layout.pp} across {layout.pp} nodes, one stage of ~{math.ceil(req.arch.num_layers / layout.pp)}"
             f" layers per node ({stages}): only one activation per micro-batch crosses the network. A replica is "
-            f"{layout.pp} nodes: rank 0 leads (API server), ranks 1-{layout.pp - 1} are headless workers")
+            f"{layout.pp} nodes: rank 0 leads (API server), {workers} headless")
 
 
 def _peak_flops(acc: Accelerator, dtype: WeightsDType) -> float:

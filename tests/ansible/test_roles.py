@@ -135,7 +135,9 @@ def test_example_inventory_groups_and_serving_flags(inventory: Path) -> None:
     one_device = {**deployment, "serving": {**deployment["serving"], "tensor_parallel": 1, "max_model_len": 2048,
                                             "max_num_seqs": 1},
                   "model": {**deployment["model"], "name": "deepseek-r1-distill-qwen-1.5b"}}
-    assert _filters()["llmrack_ready_path"](one_device) == "/ready"
+    # One device: vLLM still on the rack's accelerator nodes (serving.engine auto), llmrack's engine on CPU nodes.
+    assert _filters()["llmrack_ready_path"](one_device) == "/health"
+    assert _filters()["llmrack_ready_path"](one_device, "cpu") == "/ready"
 
 
 def test_serving_flags_reject_a_bad_spec_with_llmrack_message() -> None:
@@ -155,3 +157,32 @@ def test_playbooks_pass_syntax_check(playbook: str) -> None:
         cwd=ANSIBLE, env=_env(), capture_output=True, text=True, check=False, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_rollouts_move_whole_replicas_workers_before_their_leader() -> None:
+    # Two 2-node replicas and a one-node one; a worker of r1 needs a restart: all of r1 goes, worker first.
+    hostvars = {"a": {"llmrack_replica": "a"}, "b": {"llmrack_replica": "a", "llmrack_replica_rank": 1},
+                "c": {}, "d": {"llmrack_replica": "d", "llmrack_replica_rank": 0},
+                "e": {"llmrack_replica": "d", "llmrack_replica_rank": 1}}
+    f = _filters()
+    assert f["llmrack_rollout_order"](["b"], list(hostvars), hostvars) == ["b", "a"]
+    assert f["llmrack_rollout_order"](["c", "d"], list(hostvars), hostvars) == ["c", "e", "d"]
+    assert f["llmrack_replica_size"](["b", "a"], hostvars) == 2
+    assert f["llmrack_replica_size"](["c"], hostvars) == 1
+    member = f["llmrack_replica_member"](list(hostvars), "e", hostvars)
+    assert (member["rank"], member["leader"], member["nodes"]) == (1, "d", 2)
+    from ansible.errors import AnsibleFilterError
+    with pytest.raises(AnsibleFilterError, match=r"inventory: hosts a and b both have llmrack_replica_rank 0"):
+        f["llmrack_rollout_order"](["a"], ["a", "b"], {"a": {"llmrack_replica": "r"}, "b": {"llmrack_replica": "r"}})
+
+
+def test_a_multi_node_spec_needs_replicas_in_the_inventory() -> None:
+    from ansible.errors import AnsibleFilterError
+    r1 = {"name": "r1", "environment": "prod", "accelerator": "h200", "nodes": 2,
+          "model": {"name": "deepseek-r1", "source": "/m"}, "serving": {"max_model_len": 8192, "max_num_seqs": 16}}
+    with pytest.raises(AnsibleFilterError, match=r"the node's replica has 1 node\(s\) and the plan's replica is 2"):
+        _filters()["llmrack_serving_command"](r1, "cuda", "/models/r1")
+    leader = _filters()["llmrack_serving_command"](r1, "cuda", "/models/r1", replica={
+        "replica": "g0", "nodes": 2, "rank": 0, "leader_address": "10.0.0.1", "address": "10.0.0.1",
+        "interface": "ib0"})
+    assert leader["serves_http"] and "--nnodes" in leader["args"] and leader["env"]["NCCL_SOCKET_IFNAME"] == "ib0"

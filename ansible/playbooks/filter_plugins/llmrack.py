@@ -41,7 +41,11 @@ def _spec(data: Any) -> DeploymentSpec:
 def _replica_vars(hosts: list[str], hostvars: Any) -> dict[str, dict[str, Any]]:
     """Only the replica variables of `hosts` (hostvars templates each variable it is asked for)."""
     keys = (REPLICA_VAR, REPLICA_RANK_VAR, NODE_ADDRESS_VAR, NODE_INTERFACE_VAR)
-    return {h: {k: hostvars[h].get(k) for k in keys if hostvars[h].get(k) is not None} for h in hosts}
+    out: dict[str, dict[str, Any]] = {}
+    for h in hosts:
+        hv = hostvars.get(h, {})
+        out[h] = {k: hv.get(k) for k in keys if hv.get(k) is not None}
+    return out
 
 
 def replica_member(hosts: list[str], host: str, hostvars: Any) -> dict[str, Any]:
@@ -97,9 +101,10 @@ def serving_command(data: Any, device: str, model_mount: str, api_keys: bool = T
             member = ReplicaMember(nodes=int(replica["nodes"]), rank=int(replica["rank"]),
                                    leader_address=replica.get("leader_address"), address=replica.get("address"),
                                    interface=replica.get("interface"))
+        which = f"replica {replica['replica']}" if replica else "the node's replica"
         if member.nodes != plan.nodes_per_replica:
             raise ServingCommandError(
-                f"inventory: replica {(replica or {}).get('replica', '?')} has {member.nodes} node(s) and the plan's "
+                f"inventory: {which} has {member.nodes} node(s) and the plan's "
                 f"replica is {plan.nodes_per_replica} ({plan.layout_reason}): give llmrack_replica and "
                 "llmrack_replica_rank to exactly that many nodes per replica"
             )
