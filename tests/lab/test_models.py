@@ -1,8 +1,8 @@
-"""Model versions on the lab's rack: pushed to the lab's registry (Debian docker-registry), pulled onto every
-node by digest by the serving role, rolled to a second version and back (rollback.yml returns the image AND
-model pair), at most 3 versions kept per node; a pull killed halfway on a node resumes where it stopped, and a
-version whose file was corrupted on the node is refused by the serving role, naming the file, while the node keeps
-serving."""
+"""Model versions on the lab's rack: pushed to the lab's registry (Debian docker-registry), pulled onto a node by
+digest by the serving role, at most 3 versions kept per node; a pull killed halfway on a node resumes where it
+stopped, and a version whose file was corrupted on the node is refused by the serving role, naming the file, while
+the node keeps serving. A version rolled across every node with a new image, and rollback.yml returning the image
+AND model pair, is test_rollout.py's release."""
 
 from __future__ import annotations
 
@@ -64,42 +64,28 @@ def provision(lab_up: lab.UpResult, playbook: str, *args: str) -> lab.UpResult:
     return result
 
 
-def test_model_versions_roll_back_and_keep_three(lab_up: lab.UpResult, tmp_path: Path) -> None:
+def lab_model(lab_up: lab.UpResult) -> Path:
+    return serving_artifacts.cache_dir(lab_up.state.lab_dir) / "models" / serving_artifacts.MODEL_NAME
+
+
+def test_a_node_keeps_three_model_versions(lab_up: lab.UpResult, tmp_path: Path) -> None:
     reg = registry.load(lab_up.state)
     assert reg is not None, "the lab started no registry"
-    names = [n.name for n in lab_up.state.nodes]
-    lab_model = serving_artifacts.cache_dir(lab_up.state.lab_dir) / "models" / serving_artifacts.MODEL_NAME
-    before = {n: serving(lab_up, n) for n in names}
-    image, v1 = before[names[0]]["releases"][0]["image"], before[names[0]]["releases"][0]["model"]
-    # Provisioned by digest from the registry: the spec's version, verified, mounted from the node's store.
-    assert v1.startswith("sha256:")
-    for n, s in before.items():
-        assert s["releases"][0] == {"image": image, "model": v1} and version_hex(v1) in s["mount"], (n, s)
-        host_of(lab_up, n).check_output(f"{AGENT} verify --dir {STORE}/{version_hex(v1)} --level standard")
-
-    # A second version rolls out (serving.yml: pulled in the prepare half, switched in the rollout half) ...
-    v2 = new_version(lab_model, tmp_path, 2, reg)
-    provision(lab_up, "serving.yml", "-e", f"serving_model_version={v2}")
-    for n in names:
-        s = serving(lab_up, n)
-        assert s["releases"][:2] == [{"image": image, "model": v2}, {"image": image, "model": v1}], (n, s)
-        assert version_hex(v2) in s["mount"]
-    # ... and rollback.yml returns to the previous image and model pair.
-    provision(lab_up, "rollback.yml")
-    for node in lab_up.state.nodes:
-        s = serving(lab_up, node.name)
-        assert s["releases"][0] == {"image": image, "model": v1} and version_hex(v1) in s["mount"], s
-        assert httpx.get(f"{node.serving_url}/ready", timeout=10).status_code == 200
-
-    # Two more versions on node1: the store keeps 3 (the running one always), the oldest unused one goes.
-    v3, v4 = new_version(lab_model, tmp_path, 3, reg), new_version(lab_model, tmp_path, 4, reg)
-    provision(lab_up, "serving.yml", "-l", names[0], "-e", f"serving_model_version={v3}")
-    provision(lab_up, "serving.yml", "-l", names[0], "-e", f"serving_model_version={v4}")
-    s = serving(lab_up, names[0])
-    assert s["releases"][0]["model"] == v4 and len(s["store"]) == 3, s
-    assert set(s["store"]) == {v4, v3, v1}, f"v2 (least recently used) should have gone: {s}"
-    provision(lab_up, "serving.yml", "-l", names[0])  # back on the spec's version, still in the store
-    assert version_hex(v1) in serving(lab_up, names[0])["mount"]
+    node = lab_up.state.nodes[0].name
+    v1 = serving(lab_up, node)["releases"][0]["model"]
+    # Provisioned by digest from the registry: the spec's version, mounted from the node's store.
+    assert v1.startswith("sha256:") and version_hex(v1) in serving(lab_up, node)["mount"]
+    # Three more versions on one node: the store keeps 3 (the running one always), the least recently used goes.
+    v2, v3, v4 = (new_version(lab_model(lab_up), tmp_path, n, reg) for n in (2, 3, 4))
+    for v in (v2, v3, v4):
+        provision(lab_up, "serving.yml", "-l", node, "-e", f"serving_model_version={v}")
+    s = serving(lab_up, node)
+    assert s["releases"][0]["model"] == v4 and version_hex(v4) in s["mount"] and len(s["store"]) == 3, s
+    assert set(s["store"]) == {v4, v3, v2}, f"v1 (least recently used) should have gone: {s}"
+    provision(lab_up, "serving.yml", "-l", node)  # back on the spec's version: pulled again, v2 goes now
+    s = serving(lab_up, node)
+    assert version_hex(v1) in s["mount"] and set(s["store"]) == {v1, v4, v3}, s
+    assert httpx.get(f"{lab_up.state.nodes[0].serving_url}/ready", timeout=10).status_code == 200
 
 
 def test_killed_pull_resumes_and_a_corrupted_version_is_refused(lab_up: lab.UpResult, tmp_path: Path) -> None:

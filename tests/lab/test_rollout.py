@@ -1,5 +1,8 @@
-"""A new serving release rolled across the lab one node at a time (the service never fully down), then
-rollback.yml back to the previous one, then a no-op serving.yml: the lab is where it started."""
+"""A new serving release, a new image AND a new model version, rolled across the lab one node at a time (the
+service never fully down), then rollback.yml back to the previous image and model pair, then a no-op serving.yml:
+the lab is where it started. The image comes the way a site without a registry gets it (an OCI archive on the
+mirror; the lab's default, its registry, carries test_gateway.py's releases), the model version from the lab's
+registry by digest."""
 
 from __future__ import annotations
 
@@ -7,12 +10,15 @@ import itertools
 import json
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from llmrack.lab import lab, releases
+from llmrack.contracts.model_manifest import version_hex
+from llmrack.lab import lab, registry, releases
 from tests.lab.hosts import host_of
+from tests.lab.test_models import AGENT, STORE, lab_model, new_version, serving
 
 pytestmark = pytest.mark.lab
 
@@ -65,19 +71,26 @@ def _deployed(result: lab.UpResult) -> dict[str, tuple[list[str], str]]:
     return out
 
 
-def test_new_release_rolls_one_node_at_a_time_and_rolls_back(lab_up: lab.UpResult) -> None:
+def test_new_release_rolls_one_node_at_a_time_and_rolls_back(lab_up: lab.UpResult, tmp_path: Path) -> None:
     lab_dir = lab_up.state.lab_dir
     names = [n.name for n in lab_up.state.nodes]
     before = _deployed(lab_up)
     first = before[names[0]][0][0]
     assert all(history[0] == first and first in unit for history, unit in before.values()), before
+    v1 = serving(lab_up, names[0])["releases"][0]["model"]
+    for n in names:
+        s = serving(lab_up, n)
+        assert s["releases"][0] == {"image": first, "model": v1} and version_hex(v1) in s["mount"], (n, s)
+        host_of(lab_up, n).check_output(f"{AGENT} verify --dir {STORE}/{version_hex(v1)} --level standard")
 
-    # The archive path of a site without a registry (the lab's default is its registry: test_gateway.py's releases).
     release = releases.make_release(lab_up.state, "2", via="archive")
-    second, new_vars = release.digest, release.extra_vars
+    second = release.digest
+    reg = registry.load(lab_up.state)
+    assert reg is not None, "the lab started no registry"
+    v2 = new_version(lab_model(lab_up), tmp_path, 2, reg)
 
     with ReadyWatch({n.name: n.serving_url for n in lab_up.state.nodes}) as watch:
-        rolled = lab.provision(lab_dir, "serving.yml", new_vars)
+        rolled = lab.provision(lab_dir, "serving.yml", [*release.extra_vars, "-e", f"serving_model_version={v2}"])
     assert rolled.rc == 0, f"see {rolled.log}"
     assert all(c["changed"] > 0 for c in rolled.recap.values()), rolled.recap
     # Never fully down, and one node at a time: each node's outage ends before the next one's begins.
@@ -86,12 +99,19 @@ def test_new_release_rolls_one_node_at_a_time_and_rolls_back(lab_up: lab.UpResul
     assert all(a[1] < b[0] for a, b in itertools.pairwise(windows)), windows
     after = _deployed(lab_up)
     assert all(history[:2] == [second, first] and second in unit for history, unit in after.values()), after
+    for n in names:  # the model pulled in the prepare half, switched in the rollout half
+        s = serving(lab_up, n)
+        assert s["releases"][:2] == [{"image": second, "model": v2}, {"image": first, "model": v1}], (n, s)
+        assert version_hex(v2) in s["mount"], (n, s)
 
+    # rollback.yml returns to the previous image AND model pair.
     back = lab.provision(lab_dir, "rollback.yml")
     assert back.rc == 0, f"see {back.log}"
     restored = _deployed(lab_up)
     assert all(history[:2] == [first, second] and first in unit for history, unit in restored.values()), restored
     for node in lab_up.state.nodes:
+        s = serving(lab_up, node.name)
+        assert s["releases"][0] == {"image": first, "model": v1} and version_hex(v1) in s["mount"], s
         assert httpx.get(f"{node.serving_url}/ready", timeout=10).status_code == 200
 
     # Back on the inventory's release: serving.yml has nothing to do.
