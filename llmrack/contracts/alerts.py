@@ -11,6 +11,8 @@
                                       than 1/1.5 x) the day before, for 30 minutes: the traffic changed shape
                                       (`llmrack drift` gives the PSI per histogram); not a quality signal
     (gateway)                  0      no serving node left behind the gateway (HAProxy's active servers)
+    TLS_EXPIRY_DAYS            30     the gateway's TLS certificate ends in fewer days than this (the rack CA's
+                                      certificates are re-issued by the gateway play; a Vault one by its owner)
 
 vLLM serves under its own metric names (vllm:*): the group llmrack-engine-vllm records them under llmrack's,
 so the rules below, the dashboards and the autoscaler work for both engines (`vllm_recording_rules`).
@@ -39,6 +41,7 @@ import yaml
 from llmrack.contracts.metrics import (
     REQUEST_PROMPT_TOKENS,
     TIME_TO_FIRST_TOKEN,
+    TLS_CERTIFICATE_NOT_AFTER,
     VLLM_EQUIVALENTS,
     VLLM_REQUEST_PROMPT_TOKENS,
     vllm_series,
@@ -49,6 +52,7 @@ QUEUE_RATIO = 0.8
 TTFT_P95_SECONDS = 5
 EXPORTER_STALE_SECONDS = 120
 PROMPT_LENGTH_SHIFT_RATIO = 1.5
+TLS_EXPIRY_DAYS = 30
 # The gateway role's HAProxy backend (ansible/roles/gateway/vars/main.yml).
 GATEWAY_BACKEND = "llmrack_serving"
 
@@ -123,6 +127,11 @@ def shared_rules() -> dict[str, Any]:
               "critical", "The gateway on {{ $labels.node }} has no serving node to send requests to",
               "Every node fails its /ready check or is in maintenance: clients get 503. Check the nodes' serving "
               "units and a rollout that may have stopped half way.", "1m"),
+        _rule("LlmrackTlsCertificateExpiring",
+              f"({TLS_CERTIFICATE_NOT_AFTER} - time()) / 86400 < {TLS_EXPIRY_DAYS}", "warning",
+              "The gateway's TLS certificate on {{ $labels.instance }} ends in {{ $value | humanize }} days",
+              "Re-run the gateway play (a rack CA certificate is re-issued) or put a new certificate in the "
+              "inventory's gateway_tls_certificate; clients refuse an expired one.", "1h"),
     ]
     return {"groups": [{"name": "llmrack-accelerators", "rules": accelerators},
                        {"name": "llmrack-engine-vllm", "rules": vllm_recording_rules()},

@@ -38,6 +38,10 @@ The batch service (llmrack/batch/metrics.py) exposes on its own GET /metrics, la
 Counters are declared without the `_total` suffix (prometheus_client appends it); the constants below
 are the declared names, the exposed series names add `_total`.
 
+The gateway role writes a node exporter textfile gauge, labelled `path` (the certificate file):
+
+    llmrack_tls_certificate_not_after_timestamp_seconds   end of validity of the gateway's TLS certificate
+
 The Ansible monitoring role's accelerator exporter (ansible/roles/monitoring/files/llmrack-accelerator-exporter)
 writes node exporter textfile gauges, labelled `vendor` (and `index`, `name` per device):
 
@@ -121,6 +125,9 @@ BATCH_INFLIGHT = "llmrack_batch_inflight_requests"
 BATCH_CONCURRENCY_LIMIT = "llmrack_batch_concurrency_limit"
 BATCH_UPSTREAM_RETRIES = "llmrack_batch_upstream_retries"
 BATCH_ID_LABEL = "batch_id"
+
+# The gateway's certificate expiry (node exporter textfile, written by the gateway role).
+TLS_CERTIFICATE_NOT_AFTER = "llmrack_tls_certificate_not_after_timestamp_seconds"
 
 ACCELERATOR_UP = "llmrack_accelerator_up"
 ACCELERATOR_COUNT = "llmrack_accelerator_count"

@@ -117,7 +117,8 @@ def gateway(backend: ThreadServer, tmp_path_factory: pytest.TempPathFactory) -> 
     port, metrics = free_port(), free_port()
     extra: dict[str, object] = {
         "out": str(tmp), "gateway_tls_dir": str(tmp / "tls"), "gateway_tls_ca_dir": str(tmp / "ca"),
-        "gateway_tls_ca_fetch_to": str(tmp / "rack-ca.crt"), "gateway_keys_store": str(store_path),
+        "gateway_tls_ca_fetch_to": str(tmp / "rack-ca.crt"), "gateway_textfile_dir": str(tmp),
+        "gateway_keys_store": str(store_path),
         "gateway_keys_map": str(tmp / "keys.map"), "gateway_admin_socket": str(tmp / "admin.sock"),
         "gateway_bind_address": "127.0.0.1", "gateway_port": port, "gateway_metrics_port": metrics,
         "gateway_management_address": "127.0.0.1", "gateway_backend_port": backend.port,
@@ -176,6 +177,10 @@ def test_tls_12_and_13_only_with_strong_ciphers_and_a_chain_that_verifies(gatewa
     with socket.create_connection(("127.0.0.1", gateway.port)) as raw, \
             ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
         assert tls.version() in {"TLSv1.2", "TLSv1.3"}
+    # Its expiry, published for the alert: 397 days from now (the role's default validity).
+    prom = (gateway.ca.parent / "llmrack-tls.prom").read_text()
+    not_after = float(prom.strip().splitlines()[-1].rsplit(" ", 1)[1])
+    assert abs((not_after - time.time()) / 86400 - 397) < 1, prom
     # Plain HTTP on the API port gets no HTTP answer.
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{gateway.port}/v1/models", timeout=5)
