@@ -45,6 +45,10 @@ def up(
         None, "--tensor-parallel", help="the spec's serving.tensor_parallel (default: auto, from the plan); more "
         "than 1 needs --engine vllm, which runs one rank per core set of each node"
     ),
+    pipeline_parallel: int | None = typer.Option(
+        None, "--pipeline-parallel", help="the spec's serving.pipeline_parallel: more than 1 makes one replica of "
+        "that many nodes (one stage each) serving a tiny DeepSeek-V3; needs --engine vllm (docs/multinode.md)"
+    ),
     lab_dir: Path = LAB_DIR,
 ) -> None:
     """The main job: node image (cached) -> serving image and tiny model (cached) -> scan gate -> boot the nodes
@@ -60,7 +64,7 @@ def up(
             progress.update(task, description=f"site.yml: {name}")
 
         result = lab.up(lab_dir, nodes, profile, provision=provision, serving=serving, step=step, on_task=on_task,
-                        engine=engine, tensor_parallel=tensor_parallel)
+                        engine=engine, tensor_parallel=tensor_parallel, pipeline_parallel=pipeline_parallel)
         progress.update(task, description="done")
     for name, secs in result.seconds.items():
         info(f"  {name}: {secs:.0f} s")

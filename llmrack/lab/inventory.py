@@ -21,14 +21,18 @@ from llmrack.contracts.inventory import (
     DEPLOYMENT_FILE,
     DEPLOYMENT_VAR,
     LAB_PROFILE_VAR,
+    NODE_ADDRESS_VAR,
+    NODE_INTERFACE_VAR,
     SERVING_DEVICE_VAR,
     SERVING_URL_VAR,
+    assign_replicas,
     hosts_document,
 )
 from llmrack.errors import LlmrackError
 from llmrack.lab import sim
 from llmrack.lab.nodes import GATEWAY_PORT_ON_NODE, MIRROR_ON_NODE
 from llmrack.lab.state import ACCELERATOR_OF_PROFILE, GROUP_OF_PROFILE, LabState, Profile
+from llmrack.stack_inventory import nodes_per_replica
 
 ANSIBLE_DIR = Path(__file__).resolve().parents[2] / "ansible"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
@@ -100,6 +104,8 @@ def write_inventory(state: LabState, deployment: dict[str, Any], serving: dict[s
     inv = state.inventory.parent
     (inv / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
     groups: dict[str, dict[str, dict[str, Any]]] = {}
+    # --- replicas across nodes: the nodes in order make replicas of the plan's nodes_per_replica ---
+    replicas = assign_replicas([n.name for n in state.nodes], nodes_per_replica(deployment, "the lab's spec"))
     for node in state.nodes:
         host: dict[str, Any] = {
             "ansible_host": "127.0.0.1",
@@ -109,6 +115,10 @@ def write_inventory(state: LabState, deployment: dict[str, Any], serving: dict[s
         }
         if node.address:
             host["gateway_backend_address"] = node.address
+            host[NODE_ADDRESS_VAR] = node.address
+        if node.interface:
+            host[NODE_INTERFACE_VAR] = node.interface
+        host.update(replicas[node.name])
         if node.profile is not Profile.cpu:
             # Simulated accelerators cannot run kernels: the serving layer runs on the node's CPU.
             host[SERVING_DEVICE_VAR] = "cpu"

@@ -88,13 +88,18 @@ def _plan_nodes(lab_dir: Path, count: int, profiles: list[Profile], existing: La
 
 def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = True, serving: bool = True,
        step: Step = lambda _m: None, on_task: Step = lambda _t: None, engine: str = "llmrack",
-       tensor_parallel: int | None = None) -> UpResult:
+       tensor_parallel: int | None = None, pipeline_parallel: int | None = None) -> UpResult:
     """`engine`: llmrack (the cpu image) or vllm (the cpu-vllm image; the spec's serving.engine: vllm).
     `tensor_parallel`: the spec's serving.tensor_parallel (None: auto, from the plan); vLLM runs that many ranks
-    on each node's cores."""
+    on each node's cores. `pipeline_parallel`: the spec's serving.pipeline_parallel; more than 1 makes a replica of
+    that many nodes (one stage each) serving a tiny DeepSeek-V3 (docs/multinode.md)."""
     lab_dir = lab_dir.resolve()
     _spec_engine(engine)
     tp = _tensor_parallel(engine, tensor_parallel)
+    # --- replicas across nodes ---
+    pp = _pipeline_parallel(engine, pipeline_parallel, count)
+    arch = "deepseek_v3" if pp != "auto" and int(pp) > 1 else "qwen2"
+    # --- end replicas across nodes ---
     timings: dict[str, float] = {}
     podman = Podman(lab_dir)
     t = time.monotonic()
@@ -109,7 +114,8 @@ def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = 
     step("mirror: simulated accelerator installers and the serving image")
     t = time.monotonic()
     sim.build_mirror(mirror)
-    artifacts = serving_artifacts.prepare(lab_dir, mirror, log=step, engine=engine) if serving else None
+    artifacts = serving_artifacts.prepare(lab_dir, mirror, log=step, engine=engine,
+                                          arch=arch) if serving else None
     timings["artifacts"] = time.monotonic() - t
 
     t = time.monotonic()
@@ -124,17 +130,19 @@ def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = 
         nodes.wait_for_ssh(state, node)
         nodes.install_sim_hardware(podman, node)
         node.address = nodes.address_of(podman, state, node)
+        node.interface = nodes.interface_of(podman, node)
     timings["boot"] = time.monotonic() - t
 
     gate = None
     if artifacts is not None:
-        gate = _scan_gate(state, artifacts, step, engine, tp)
+        gate = _scan_gate(state, artifacts, step, engine, tp, pp)
         step("registry: the serving image pushed to it by digest")
         t = time.monotonic()
         artifacts = registry.provide_image(podman, state, artifacts)
         timings["image push"] = time.monotonic() - t
     inventory.write_inventory(
-        state, serving_artifacts.deployment(artifacts, engine=_spec_engine(engine), tensor_parallel=tp),
+        state, serving_artifacts.deployment(artifacts, engine=_spec_engine(engine), tensor_parallel=tp,
+                                            pipeline_parallel=pp),
         artifacts.ansible_vars if artifacts else None
     )
     inventory.write_vault(state, ansible_bin(), serving_artifacts.api_key(lab_dir))
@@ -172,8 +180,26 @@ def _tensor_parallel(engine: str, tensor_parallel: int | None) -> int | str:
     return tensor_parallel
 
 
+# --- replicas across nodes ---
+def _pipeline_parallel(engine: str, pipeline_parallel: int | None, count: int) -> int | str:
+    """--pipeline-parallel: the spec's serving.pipeline_parallel; the nodes make whole replicas of that many."""
+    if pipeline_parallel is None:
+        return "auto"
+    if pipeline_parallel < 1:
+        raise UsageError(f"--pipeline-parallel must be 1 or more, got {pipeline_parallel}")
+    if pipeline_parallel > 1 and engine != "vllm":
+        raise UsageError(f"--pipeline-parallel {pipeline_parallel}: a replica across nodes runs vLLM; "
+                         "add --engine vllm")
+    if count % pipeline_parallel:
+        raise UsageError(f"--pipeline-parallel {pipeline_parallel} makes replicas of {pipeline_parallel} nodes and "
+                         f"--nodes is {count}: give --nodes a multiple of {pipeline_parallel}")
+    return pipeline_parallel
+# --- end replicas across nodes ---
+
+
 def _scan_gate(state: LabState, artifacts: serving_artifacts.ServingArtifacts, step: Step,
-               engine: str = "llmrack", tensor_parallel: int | str = "auto") -> str:
+               engine: str = "llmrack", tensor_parallel: int | str = "auto",
+               pipeline_parallel: int | str = "auto") -> str:
     """The lab has no Clair to scan with: file the image as unscanned under its digest (as a rack's rollout
     records every verdict) and ask the same gate the serving role asks. The lab's spec (environment lab)
     allows unscanned images, so this passes, loudly; a prod spec would stop here."""
@@ -182,7 +208,8 @@ def _scan_gate(state: LabState, artifacts: serving_artifacts.ServingArtifacts, s
                                       scanned_at=dt.datetime.now(dt.UTC), reason="no Clair endpoint in the lab"),
                   keep_existing_verdict=True)
     spec = parse_spec(serving_artifacts.deployment(artifacts, engine=_spec_engine(engine),
-                                                   tensor_parallel=tensor_parallel), "the lab's deployment spec")
+                                                   tensor_parallel=tensor_parallel,
+                                                   pipeline_parallel=pipeline_parallel), "the lab's deployment spec")
     ok, reason = gate_decision(artifacts.digest, results, spec.unscanned_images_allowed)
     step(f"scan gate: {reason}")
     if not ok:

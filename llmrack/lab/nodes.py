@@ -108,6 +108,12 @@ def address_of(podman: Podman, state: LabState, node: NodeState) -> str | None:
     return network.get("IPAddress") or None
 
 
+def interface_of(podman: Podman, node: NodeState) -> str | None:
+    """The node's one network interface besides loopback (the lab network), as the node names it."""
+    names = [n for n in podman.run("exec", node.container, "ls", "/sys/class/net", check=False).split() if n != "lo"]
+    return names[0] if len(names) == 1 else None
+
+
 def install_sim_hardware(podman: Podman, node: NodeState) -> None:
     """Give a sim-* node the hardware description its stub tools answer from (before Ansible runs)."""
     hw = sim.hardware_file(node.profile)

@@ -130,15 +130,16 @@ def serving_image(lab_dir: Path, mirror: Path, variant: str, log: Callable[[str]
 
 
 def prepare(lab_dir: Path, mirror: Path, log: Callable[[str], None],
-            engine: str = "llmrack") -> ServingArtifacts:
-    """The image of `engine` (llmrack or vllm) and the tiny model, in the mirror."""
+            engine: str = "llmrack", arch: str = "qwen2") -> ServingArtifacts:
+    """The image of `engine` (llmrack or vllm) and the tiny model of `arch` (qwen2; deepseek_v3 for a replica
+    across nodes), in the mirror."""
     cache = cache_dir(lab_dir)
     info = serving_image(lab_dir, mirror, VARIANT_OF_ENGINE[engine], log)
     archive = info["archive"]
-    model_dir = cache / "models" / MODEL_NAME
+    model_dir = cache / "models" / (MODEL_NAME if arch == "qwen2" else f"tiny-{arch}")
     if not (model_dir / "config.json").exists():
-        log("writing a tiny Qwen2 model (llmrack model make-tiny)")
-        make_tiny("qwen2", model_dir)
+        log(f"writing a tiny {arch} model (llmrack model make-tiny)")
+        make_tiny(arch, model_dir)
     for f in model_dir.rglob("*"):
         if f.is_file():
             # The serving process runs as an unprivileged user in the image: weights must be world-readable.
@@ -149,7 +150,7 @@ def prepare(lab_dir: Path, mirror: Path, log: Callable[[str], None],
 
 
 def deployment(artifacts: ServingArtifacts | None, engine: str = "auto",
-               tensor_parallel: int | str = "auto") -> dict[str, Any]:
+               tensor_parallel: int | str = "auto", pipeline_parallel: int | str = "auto") -> dict[str, Any]:
     """The lab's deployment spec (data/lab-spec.yaml, parsed by llmrack.spec like any other), serving the model
     the lab built when there is one; `engine` and `tensor_parallel` are its serving.engine and
     serving.tensor_parallel (`llmrack lab up --engine vllm`)."""
@@ -164,4 +165,8 @@ def deployment(artifacts: ServingArtifacts | None, engine: str = "auto",
         if artifacts.model_version:
             spec["model"]["version"] = artifacts.model_version
     spec["serving"].update(engine=engine, tensor_parallel=tensor_parallel)
+    if pipeline_parallel != "auto":
+        # A replica of pipeline_parallel nodes, one stage each (docs/multinode.md).
+        spec["serving"]["pipeline_parallel"] = pipeline_parallel
+        spec["nodes"] = max(int(spec["nodes"]), int(pipeline_parallel) * int(spec["serving"]["replicas"]))
     return spec

@@ -38,6 +38,7 @@ class NodeState(BaseModel):
     monitoring: bool = False
     gateway_port: int | None = None  # node1 runs the gateway (HAProxy): the rack's one endpoint
     address: str | None = None  # on the lab network, as podman reports it after boot (the gateway's backend address)
+    interface: str | None = None  # the lab network's interface inside the node (the collectives' socket interface)
 
     @property
     def gateway_url(self) -> str | None:
