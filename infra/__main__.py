@@ -9,6 +9,7 @@ from infra.components.aws_fleet import AwsFleet, AwsFleetArgs
 from infra.components.batch import BatchService, batch_args
 from infra.components.huaweicloud_fleet import HuaweiCloudFleet, HuaweiCloudFleetArgs
 from infra.components.monitoring import Monitoring
+from infra.components.security import FrontDoorSecurity, security_args
 from infra.components.serving import ServingStack
 from infra.components.static_fleet import StaticFleet
 from infra.rules import NAMESPACE
@@ -22,6 +23,13 @@ args = component_args(cfg)
 batch_config = pulumi.Config(NAMESPACE).get_object("batch")
 batch = (batch_args(batch_config, cfg.serving.namespace, cfg.image, "", args.serving.port, cfg.api_keys)
          if batch_config is not None else None)
+# TLS, NetworkPolicies and the keys Secret when the stack asks for them (llmrack:security); checked here too.
+stack_config = pulumi.Config(NAMESPACE)
+security_config = stack_config.get_object("security")
+front_door = (security_args(security_config, cfg.serving.namespace, cfg.spec.name, args.serving.port,
+                            list(args.serving.allowlist or []), stack_config.get_secret("tlsCertificate"),
+                            stack_config.get_secret("tlsPrivateKey"), stack_config.get_secret("keysStore"))
+              if security_config is not None else None)
 
 fleet: AwsFleet | HuaweiCloudFleet | StaticFleet | None = None
 if isinstance(args.fleet, AwsFleetArgs):
@@ -47,6 +55,10 @@ accelerators = AcceleratorStack("accelerators", args.accelerator_stack, on_clust
 if args.monitoring is not None:
     monitoring = Monitoring("monitoring", args.monitoring, on_cluster)
 serving = ServingStack("serving", args.serving, on_cluster)
+if front_door is not None:
+    # In the serving namespace, which the serving stack creates.
+    FrontDoorSecurity("security", front_door,
+                      pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[serving])))
 if batch is not None:
     batch.upstream_service = serving.service_name
     BatchService("batch", batch, pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[serving])))

@@ -18,6 +18,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra.components._args import ComponentArgsError
 from infra.components.serving import APP
 
 KEYS_FILE = "keys.json"
@@ -44,15 +45,15 @@ class SecurityArgs:
 
     def validate(self) -> None:
         if not self.gateway_namespaces:
-            raise ValueError("security: gateway_namespaces is empty: name the namespace(s) of the ingress controller "
-                             "or gateway that calls the serving pods, e.g. ['ingress-nginx']")
+            raise ComponentArgsError("security: gateway_namespaces is empty: name the namespace(s) of the ingress "
+                                     "controller or gateway that calls the serving pods, e.g. ['ingress-nginx']")
         if self.cert_manager_issuer:
             if not self.tls_dns_names:
-                raise ValueError("security: tls_dns_names is empty: cert-manager needs the names the API is "
-                                 "reached at, e.g. ['llm.example.internal']")
+                raise ComponentArgsError("security: tls_dns_names is empty: cert-manager needs the names the API "
+                                         "is reached at, e.g. ['llm.example.internal']")
         elif self.tls_certificate is None or self.tls_private_key is None:
-            raise ValueError("security: TLS needs either cert_manager_issuer (cert-manager issues the certificate) "
-                             "or both tls_certificate and tls_private_key (secret stack config)")
+            raise ComponentArgsError("security: TLS needs either cert_manager_issuer (cert-manager issues the "
+                                     "certificate) or both tls_certificate and tls_private_key (secret stack config)")
 
 
 class FrontDoorSecurity(pulumi.ComponentResource):
@@ -144,3 +145,34 @@ class FrontDoorSecurity(pulumi.ComponentResource):
             opts=child,
         )
         self.register_outputs(outputs)
+
+
+# The stack's `llmrack:security` object: key -> (type, what it sets).
+CONFIG_KEYS: dict[str, type] = {"gatewayNamespaces": list, "monitoringNamespace": str, "certManagerIssuer": str,
+                                "certManagerIssuerKind": str, "tlsDnsNames": list, "tlsSecretName": str}
+
+
+def security_args(raw: Any, namespace: pulumi.Input[str], deployment_name: str, serving_port: int,
+                  allowlist: list[str], tls_certificate: pulumi.Input[str] | None,
+                  tls_private_key: pulumi.Input[str] | None, keys_store: pulumi.Input[str] | None) -> SecurityArgs:
+    """SecurityArgs from the stack's `llmrack:security` object and the secret config (llmrack:tlsCertificate,
+    llmrack:tlsPrivateKey, llmrack:keysStore); raises naming a wrong key before any resource exists."""
+    key = "llmrack:security"
+    if not isinstance(raw, dict):
+        raise ComponentArgsError(f"{key}: {raw!r} is not valid: must be an object with keys {', '.join(CONFIG_KEYS)}")
+    for name, value in raw.items():
+        if name not in CONFIG_KEYS:
+            raise ComponentArgsError(f"{key}.{name}: unknown key; known: {', '.join(CONFIG_KEYS)}")
+        if not isinstance(value, CONFIG_KEYS[name]):
+            raise ComponentArgsError(f"{key}.{name}: {value!r} is not valid: must be a {CONFIG_KEYS[name].__name__}")
+    args = SecurityArgs(
+        namespace=namespace, deployment_name=deployment_name, serving_port=serving_port,
+        gateway_namespaces=[str(n) for n in raw.get("gatewayNamespaces", [])],
+        monitoring_namespace=raw.get("monitoringNamespace", "monitoring"), allowlist=list(allowlist),
+        tls_secret_name=raw.get("tlsSecretName", "llmrack-api-tls"),
+        cert_manager_issuer=raw.get("certManagerIssuer"),
+        cert_manager_issuer_kind=raw.get("certManagerIssuerKind", "ClusterIssuer"),
+        tls_dns_names=[str(n) for n in raw.get("tlsDnsNames", [])],
+        tls_certificate=tls_certificate, tls_private_key=tls_private_key, keys_store=keys_store)
+    args.validate()
+    return args

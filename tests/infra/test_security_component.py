@@ -3,6 +3,7 @@ key store, and NetworkPolicies equal to the firewall role's rules, each object v
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -11,9 +12,10 @@ import pytest
 from pulumi.runtime import mocks, settings, stack
 from pulumi.runtime.sync_await import _sync_await
 
+from infra.components._args import ComponentArgsError
 from infra.components.security import KEYS_FILE, FrontDoorSecurity, SecurityArgs
 from llmrack.keys import KeyStore
-from tests.infra.harness import ProgramMocks, Resource, _unwrap
+from tests.infra.harness import SECRETS, ProgramMocks, Resource, _unwrap, kubernetes_objects, run_stack, stack_config
 
 VERSION = "1.31"
 
@@ -86,6 +88,35 @@ def test_cert_manager_certificate_where_the_cluster_has_it() -> None:
     ({"cert_manager_issuer": "ca", "tls_dns_names": []}, "tls_dns_names is empty"),
 ])
 def test_bad_arguments_name_the_fix(over: dict[str, Any], says: str) -> None:
-    with pytest.raises(ValueError, match=says):
+    with pytest.raises(ComponentArgsError, match=says):
         _args(**over).validate()
 
+
+
+def test_the_program_renders_it_from_the_stack_config(scan_results: Path) -> None:
+    store = KeyStore(tenants={}, keys=[])
+    store.create("chat", "product")
+    secrets = {**SECRETS, "llmrack:keysStore": store.dumps(),
+               "llmrack:tlsCertificate": "-----BEGIN CERTIFICATE-----\n",
+               "llmrack:tlsPrivateKey": "-----BEGIN PRIVATE KEY-----\n"}
+    plain = {"llmrack:scanResultsDir": str(scan_results),
+             "llmrack:security": {"gatewayNamespaces": ["ingress-nginx"]}}
+    run, error, _ = run_stack("prod", plain=plain, secrets=secrets)
+    assert error is None, error
+    assert run is not None
+    version = stack_config("prod")["llmrack:kubernetes"]["version"]
+    ours = [(r, obj) for r, obj in kubernetes_objects(run) if r.name.startswith("security-")]
+    assert sorted(r.name for r, _ in ours) == ["security-default-deny", "security-keys", "security-replica-peers",
+                                               "security-serving-port", "security-tls"]
+    for _, obj in ours:
+        kubernetes_validate.validate(obj, version, strict=True)
+    assert {obj["metadata"]["namespace"] for _, obj in ours} == {run.outputs["namespace"]}
+
+
+def test_a_wrong_security_key_is_named_before_any_resource(scan_results: Path) -> None:
+    plain = {"llmrack:scanResultsDir": str(scan_results), "llmrack:security": {"gatewayNamespace": "x"}}
+    run, error, monitor = run_stack("prod", plain=plain)
+    assert run is None and error is not None
+    assert "llmrack:security.gatewayNamespace: unknown key" in str(error)
+    assert not monitor.get_registered_resources() or all(
+        not r.startswith("urn:pulumi:prod::llmrack::kubernetes") for r in monitor.get_registered_resources())
