@@ -1,4 +1,6 @@
-"""Time the lab: first `llmrack lab up --nodes 2`, a no-op re-run of site.yml on 2 nodes, and on 4 nodes.
+"""Time the lab: first `llmrack lab up --nodes 2`, a no-op re-run of site.yml on 2 nodes, and on 4 nodes; with the
+controller's CPU per node of each no-op run (user + system time of `llmrack lab provision` and everything it
+started: ansible-playbook, its workers, ssh), which is what decides a large rack's converge time.
 
     .venv/bin/python benchmarks/lab_timings.py            # node image and serving image cached if present
     .venv/bin/python benchmarks/lab_timings.py --cold     # from nothing: removes both caches first
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,14 +44,22 @@ def recap(stderr: str) -> dict[str, int]:
     return out
 
 
-def noop(lab: str, repeat: int) -> tuple[float, list[float], dict[str, int]]:
-    """`repeat` no-op site.yml runs: (median seconds, every run's seconds, the last run's changed counts)."""
-    runs, changed = [], {}
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def noop(lab: str, repeat: int) -> tuple[float, list[float], dict[str, int], float]:
+    """`repeat` no-op site.yml runs: (median seconds, every run's seconds, the last run's changed counts, the
+    median controller CPU-seconds per node)."""
+    runs, cpu, changed = [], [], {}
     for _ in range(repeat):
+        before = children_cpu()
         secs, err = run("lab", "provision", "--lab-dir", lab)
         runs.append(round(secs, 1))
         changed = recap(err)
-    return statistics.median(runs), runs, changed
+        cpu.append((children_cpu() - before) / max(len(changed), 1))
+    return statistics.median(runs), runs, changed, round(statistics.median(cpu), 2)
 
 
 def main() -> None:
@@ -70,12 +81,12 @@ def main() -> None:
         shutil.rmtree(serving_artifacts.cache_dir(args.lab_dir), ignore_errors=True)
     figures: dict[str, object] = {"cold": args.cold}
     figures["first_up_2_nodes_s"], _ = run("lab", "up", "--nodes", "2", "--lab-dir", lab)
-    figures["noop_site_2_nodes_s"], figures["noop_runs_2_nodes_s"], figures["noop_changed_2_nodes"] = noop(
-        lab, args.repeat)
+    (figures["noop_site_2_nodes_s"], figures["noop_runs_2_nodes_s"], figures["noop_changed_2_nodes"],
+     figures["noop_controller_cpu_s_per_node_2"]) = noop(lab, args.repeat)
     if not args.no_grow:
         figures["grow_to_4_nodes_s"], _ = run("lab", "up", "--nodes", "4", "--lab-dir", lab)
-        figures["noop_site_4_nodes_s"], figures["noop_runs_4_nodes_s"], figures["noop_changed_4_nodes"] = noop(
-            lab, args.repeat)
+        (figures["noop_site_4_nodes_s"], figures["noop_runs_4_nodes_s"], figures["noop_changed_4_nodes"],
+         figures["noop_controller_cpu_s_per_node_4"]) = noop(lab, args.repeat)
         ratio = float(figures["noop_site_4_nodes_s"]) / float(figures["noop_site_2_nodes_s"])  # type: ignore[arg-type]
         figures["ratio_4_to_2"] = round(ratio, 2)
     if not args.keep:
