@@ -48,6 +48,8 @@ EXPECTATION_VARS = (
     "llmrack_accelerator_count",
     "llmrack_validation_services",
     "llmrack_validation_completion_seconds",
+    # The golden-output reference file on the control machine (llmrack.validation.golden).
+    "llmrack_validation_golden",
 )
 
 

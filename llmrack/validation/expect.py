@@ -46,6 +46,7 @@ from llmrack.contracts.inventory import (
     CPU_GROUP,
     DEPLOYMENT_VAR,
     NVIDIA_GROUP,
+    REPLICA_RANK_VAR,
     SERVING_DEVICE_VAR,
     SERVING_GROUP,
     SERVING_URL_VAR,
@@ -85,6 +86,11 @@ class Expectations:
     @property
     def device_label(self) -> str:
         return {NodeKind.nvidia: "gpu", NodeKind.ascend: "npu"}.get(self.kind, "cpu")
+
+    @property
+    def replica_rank(self) -> int:
+        """The node's rank in its replica (0: the leader, or a one-node replica)."""
+        return int(self.vars.get(REPLICA_RANK_VAR) or 0)
 
     @property
     def serving_device(self) -> str:
@@ -183,7 +189,8 @@ def build(
         count=count,
         spec=spec,
         vars=hostvars,
-        serving_url=hostvars.get(SERVING_URL_VAR),
+        # A headless worker of a multi-node replica serves no HTTP: its replica is probed on its leader.
+        serving_url=hostvars.get(SERVING_URL_VAR) if not int(hostvars.get(REPLICA_RANK_VAR) or 0) else None,
         api_keys=tuple(str(k) for k in keys),
         python=str(hostvars.get("llmrack_validation_python") or "python3"),
         probe_image=probe_image,

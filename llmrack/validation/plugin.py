@@ -30,7 +30,7 @@ import yaml
 from llmrack import catalog
 from llmrack.errors import LlmrackError
 from llmrack.spec import DeploymentSpec, load_spec
-from llmrack.validation import checks, expect, serving_probe
+from llmrack.validation import checks, expect, golden, serving_probe
 from llmrack.validation import hosts as hosts_mod
 from llmrack.validation.acceptance import check_expectation_name
 from llmrack.validation.evidence import Evidence, gather
@@ -57,9 +57,11 @@ class Target:
         ev = gather(self.host, self.name, level, self.exp.python, self.exp.probe_image)
         if self.exp.serving_url:
             model = self.exp.spec.model.label if self.exp.spec else None
+            reference = self.exp.var(golden.GOLDEN_VAR)
             ev.items["serving"] = serving_probe.probe(self.exp.serving_url, self.exp.api_keys, model,
                                                       ready=serving_probe.ready_path(self.exp.spec,
-                                                                                     self.exp.serving_device))
+                                                                                     self.exp.serving_device),
+                                                      golden_reference=golden.load(reference) if reference else None)
         return ev
 
     def evidence(self) -> Evidence:

@@ -14,6 +14,7 @@ from llmrack.contracts.serving_command import READY_PATH, Engine, ServingCommand
 from llmrack.errors import LlmrackError
 from llmrack.plan import plan
 from llmrack.spec import DeploymentSpec
+from llmrack.validation import golden
 from llmrack.validation.evidence import Item
 
 PROMPT = "The capital of France is"
@@ -39,7 +40,8 @@ def ready_path(spec: DeploymentSpec | None, device: str | None = None) -> str:
 
 
 def probe(url: str, api_keys: tuple[str, ...], model: str | None, timeout: float = 60.0,
-          ready: str = READY_PATH[Engine.llmrack]) -> Item:
+          ready: str = READY_PATH[Engine.llmrack], golden_reference: dict[str, Any] | None = None) -> Item:
+    """`golden_reference`: a recorded greedy reference (llmrack.validation.golden) to ask the same prompts of."""
     out: dict[str, Any] = {"url": url, "ready_path": ready}
     key = api_keys[0] if api_keys else None
     try:
@@ -59,6 +61,15 @@ def probe(url: str, api_keys: tuple[str, ...], model: str | None, timeout: float
                 comp["completion_tokens"] = (body.get("usage") or {}).get("completion_tokens", 0)
             comp["model"] = model
             out["completion"] = comp
+            if golden_reference is not None:
+                ref = golden_reference
+                try:
+                    got = golden.complete(url, str(ref["model"]), ref["prompts"], int(ref["max_tokens"]), key,
+                                          timeout)
+                    out["golden"] = {"differences": golden.differences(ref, got), "prompts": len(got),
+                                     "max_tokens": ref["max_tokens"], "recorded_from": ref.get("recorded_from")}
+                except httpx.HTTPError as exc:
+                    out["golden"] = {"error": f"{type(exc).__name__}: {exc}"}
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         out["error"] = f"{type(exc).__name__}: {exc}"
     return Item("serving", 0, json.dumps(out))

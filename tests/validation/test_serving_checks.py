@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -80,3 +81,31 @@ def test_a_server_without_keys_fails_the_key_check(model_dir: Path, key_file: Pa
         assert checks[f"serving.api_key[{node}]"]["status"] == "fail"
         assert checks[f"serving.api_key[{node}]"]["measured"].startswith("no key 200")
         assert checks[f"serving.ready[{node}]"]["status"] == "pass"
+
+
+@pytest.mark.slow
+def test_golden_output_passes_on_the_reference_and_fails_on_other_tokens(server: str, key_file: Path,
+                                                                         tmp_path: Path) -> None:
+    from llmrack.validation import golden
+
+    reference = tmp_path / "golden.json"
+    rc = golden.main(["record", server, "--model", "tiny", "--api-key-file", str(key_file), "--out", str(reference)])
+    assert rc == 0
+    recorded = golden.load(reference)
+    assert len(recorded["completions"]) == len(golden.PROMPTS) and all(recorded["completions"])
+    llmrack("validate", "--local", "--serving-url", server, "--api-key-file", str(key_file),
+            "--expect", f"{golden.GOLDEN_VAR}={reference}", "--report", str(tmp_path / "ok"))
+    node = next(iter(report(tmp_path / "ok")["nodes"]))
+    check = by_id(report(tmp_path / "ok"))[f"serving.golden_output[{node}]"]
+    assert (check["status"], check["measured"]) == ("pass", 0), check
+    # The same server against a reference whose second completion differs from its 5th character on: what a
+    # mis-wired layout looks like from outside.
+    wrong = dict(recorded, completions=[recorded["completions"][0], recorded["completions"][1][:5] + " rack rack",
+                                        *recorded["completions"][2:]])
+    (tmp_path / "wrong.json").write_text(json.dumps(wrong))
+    proc = llmrack("validate", "--local", "--serving-url", server, "--api-key-file", str(key_file),
+                   "--expect", f"{golden.GOLDEN_VAR}={tmp_path / 'wrong.json'}", "--report", str(tmp_path / "bad"))
+    assert proc.returncode == 1
+    check = by_id(report(tmp_path / "bad"))[f"serving.golden_output[{node}]"]
+    assert (check["status"], check["measured"]) == ("fail", 1)
+    assert f"{golden.PROMPTS[1]!r}: differs from character 5" in check["detail"]

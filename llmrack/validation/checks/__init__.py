@@ -45,7 +45,7 @@ from llmrack.validation.checks.perf import (
     perf_p2p_latency,
     perf_pcie_latency,
 )
-from llmrack.validation.checks.serving import serving_api_key, serving_completion, serving_ready
+from llmrack.validation.checks.serving import serving_api_key, serving_completion, serving_golden, serving_ready
 from llmrack.validation.checks.system import (
     os_containerd_runtime,
     os_kernel_cmdline,
@@ -99,5 +99,6 @@ __all__ = [
     "run",
     "serving_api_key",
     "serving_completion",
+    "serving_golden",
     "serving_ready",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from llmrack.contracts.inventory import REPLICA_VAR
 from llmrack.validation.checks.base import Missing, Outcome, failed, judge, skip
 from llmrack.validation.evidence import Evidence
 from llmrack.validation.expect import Expectations
@@ -15,6 +16,9 @@ COMPLETION_SECONDS = 30.0  # default bound for one short completion (llmrack_val
 def _serving(ev: Evidence, exp: Expectations) -> dict[str, Any]:
     got = ev.get("serving")
     if got is None:
+        if exp.replica_rank:
+            raise Missing(skip(f"a headless worker (rank {exp.replica_rank} of replica {exp.var(REPLICA_VAR)}): "
+                               "its replica serves, and is checked, on its leader"))
         if not exp.serving_url:
             raise Missing(skip("no llmrack_serving_url for this node: nothing serves here"))
         raise Missing(skip("serving is checked from the control machine during a live run, not from a dump"))
@@ -53,3 +57,19 @@ def serving_completion(ev: Evidence, exp: Expectations) -> Outcome:
     return judge(tokens > 0 and comp["seconds"] <= limit, round(comp["seconds"], 3), f"<= {limit:g}", "s",
                  f"{tokens} tokens from model {comp.get('model')!r}: {comp.get('text', '')[:80]!r}",
                  completion_tokens=tokens)
+
+
+def serving_golden(ev: Evidence, exp: Expectations) -> Outcome:
+    """Greedy completions equal to the reference recorded from a known-good layout (llmrack.validation.golden):
+    a mis-wired replica or a device that corrupts numbers still answers, but with other tokens."""
+    data = _serving(ev, exp)
+    got = data.get("golden")
+    if got is None:
+        return skip("no golden reference (inventory llmrack_validation_golden): record one with "
+                    "python -m llmrack.validation.golden record URL --model NAME --out FILE")
+    if got.get("error"):
+        return failed("unreachable", "greedy completions", None, got["error"])
+    diffs = got["differences"]
+    return judge(not diffs, len(diffs), "== 0", "prompts that differ",
+                 "; ".join(diffs) or f"{got['prompts']} prompts x {got['max_tokens']} tokens identical to the "
+                 f"reference ({got.get('recorded_from')})")

@@ -1,4 +1,5 @@
-"""Serving, from the control machine: /ready, the API key enforced, a real completion and its latency."""
+"""Serving, from the control machine: /ready, the API key enforced, a real completion and its latency, and greedy
+output identical to the release's recorded reference."""
 
 from __future__ import annotations
 
@@ -17,3 +18,7 @@ def test_api_key(node: Any, verdict: Any) -> None:
 
 def test_completion(node: Any, verdict: Any) -> None:
     verdict(checks.serving_completion)
+
+
+def test_golden_output(node: Any, verdict: Any) -> None:
+    verdict(checks.serving_golden)
