@@ -38,7 +38,7 @@ def main() -> int:
     try:
         import torch  # noqa: PLC0415
 
-        from serving.bench import engines  # noqa: PLC0415
+        from llmrack import engines_bench as engines  # noqa: PLC0415
         from serving.model.tiny import make_tiny  # noqa: PLC0415
     except ImportError as exc:
         print(f"device_engines: {exc}: install llmrack's serving dependencies and a CUDA torch first", file=sys.stderr)

@@ -14,8 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from llmrack import engines_bench as engines
 from llmrack.images.build import vllm_venv
-from serving.bench import engines
 from serving.model.tiny import make_tiny
 
 CACHE = Path.home() / ".cache" / "llmrack" / "bench"

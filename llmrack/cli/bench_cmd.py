@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
+from llmrack import engines_bench as side_by_side
 from llmrack.cli.output import info
 from llmrack.contracts.serving_command import Engine
 from llmrack.errors import UsageError
 from llmrack.images.build import vllm_venv
-from serving.bench import engines as side_by_side
 from serving.bench.serve_bench import render, run
 from serving.model.loader import check_dir
 

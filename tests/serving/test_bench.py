@@ -47,7 +47,7 @@ def test_bench_engines_side_by_side_runs_the_rendered_llmrack_command(qwen2_dir:
 
 
 def test_bench_vllm_command_comes_from_the_renderer(qwen2_dir: Path, tmp_path: Path) -> None:
-    from serving.bench import engines
+    from llmrack import engines_bench as engines
 
     vllm = tmp_path / "venv" / "bin" / "vllm"
     argv, env, ready = engines.command("vllm", qwen2_dir, 18000, 64, 136, vllm)

@@ -1,5 +1,8 @@
 """Both engines side by side: `llmrack bench serve --engine llmrack --engine vllm`.
 
+A job of llmrack (it plans a spec and renders its command), not of the serving package, which stands on
+llmrack.contracts alone.
+
 Each engine is started once, with the command llmrack.contracts.serving_command renders for a CPU node (the same
 renderer the Ansible role and the Pulumi component use), on the same model and the same prompts; then, for each
 client count, every client sends `rounds` streaming requests back to back (greedy, `ignore_eos`, exactly
@@ -14,7 +17,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +66,7 @@ def command(engine: str, model_dir: Path, port: int, max_num_seqs: int, max_mode
     p = plan(spec.plan_request(), catalog.accelerator(spec.accelerator))
     inputs = ServingInputs.from_spec(spec, p, node, model_path=str(model_dir), api_keys=False,
                                      cpu_cores=os.cpu_count())
-    cmd = render(ServingInputs(**{**asdict(inputs), "host": "127.0.0.1", "port": port}))
+    cmd = render(replace(inputs, host="127.0.0.1", port=port))
     if cmd.engine is Engine.vllm:
         if vllm is None:
             raise ValueError("the vLLM engine needs its executable (--vllm)")
