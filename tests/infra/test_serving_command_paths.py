@@ -93,8 +93,8 @@ def test_one_spec_gives_the_same_command_to_ansible_and_pulumi(engine: str, tmp_
 
 def test_lab_spec_at_tp2_renders_vllm_cpu_ranks_in_the_unit(tmp_path: Path) -> None:
     """The lab's spec with serving.engine vllm and tensor_parallel 2 on a CPU node (`llmrack lab up --engine vllm`
-    serves it, tests/lab/test_multinode.py runs a replica of it across two lab nodes): one core per rank, the container's own
-    /dev/shm, the keys as vLLM's --config file and never on the command line."""
+    serves it; tests/lab/test_multinode.py runs a PP-2 replica across two lab nodes): one core per rank, the
+    container's own /dev/shm, the keys as vLLM's --config file and never on the command line."""
     from llmrack.lab import serving_artifacts
 
     model = tmp_path / "tiny"
