@@ -99,7 +99,8 @@ class Engine:
 
         `priority` follows vLLM: lower is admitted sooner, FIFO within one value; online requests carry 0 and batch
         requests more, so a waiting online request is always admitted before any waiting batch request. Requests
-        with priority > 0 may fill only half the queue, keeping room for online ones.
+        with priority > 0 may fill only half the queue and take at most 7/8 of the rows, keeping room for online
+        ones.
         """
         import torch
 
@@ -246,10 +247,15 @@ class Engine:
 
     def _admit(self) -> list[Sequence]:
         free = self.config.max_num_seqs - len(self._running)
+        # Rows lower-priority (batch) requests may not take: an online request arriving while a job runs gets a row
+        # at the next step instead of waiting for a batch request to finish (the engine does not preempt).
+        batch_free = free - self.config.max_num_seqs // 8
         admitted: list[Sequence] = []
         longest = 0
         with self._lock:
             while self._waiting and len(admitted) < free:
+                if self._waiting[0].priority > 0 and len(admitted) >= batch_free:
+                    break  # the queue is sorted: everything after this one is of lower priority too
                 longest_if = max(longest, len(self._waiting[0].prompt_ids))
                 if admitted and longest_if * (len(admitted) + 1) > self.config.max_prefill_tokens:
                     break

@@ -1,6 +1,6 @@
 """Priority in llmrack's engine (vLLM's convention: lower is sooner): a waiting online request (priority 0) is
-admitted before any waiting batch request, FIFO within one priority, and batch requests leave half the queue to
-online ones; the HTTP field `priority` reaches the engine."""
+admitted before any waiting batch request, FIFO within one priority, batch requests leave half the queue and an
+eighth of the rows to online ones; the HTTP field `priority` reaches the engine."""
 
 from __future__ import annotations
 
@@ -78,3 +78,17 @@ def test_the_http_priority_field_is_accepted_and_checked(server: ThreadServer) -
     assert httpx.post(f"{server.url}/v1/completions", json=body, timeout=30).status_code == 200
     bad = httpx.post(f"{server.url}/v1/completions", json={**body, "priority": "high"}, timeout=30)
     assert bad.status_code == 400 and "priority" in bad.json()["error"]["message"]
+
+
+def test_batch_requests_leave_an_eighth_of_the_rows_to_online_ones(load_model: Any) -> None:
+    loaded = load_model("qwen2")
+    eng = Engine(loaded.model, loaded.tokenizer, loaded.eos_token_ids,
+                 EngineConfig(max_num_seqs=8, max_model_len=256, max_queue=32))
+    prompt = loaded.tokenizer.encode("a long job")
+    for i in range(12):
+        eng.submit(prompt, SamplingParams(max_tokens=50, temperature=0, ignore_eos=True), f"batch-{i}", priority=BATCH)
+    eng.step()
+    assert eng.num_running == 8 - 8 // 8 and eng.num_waiting == 12 - 7
+    eng.submit(prompt, SamplingParams(max_tokens=5, temperature=0, ignore_eos=True), "online")
+    eng.step()  # no batch request has finished, yet the online one runs at once
+    assert eng.num_running == 8 and "online" in {s.request_id for s in eng._running}
