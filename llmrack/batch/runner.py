@@ -127,7 +127,7 @@ class Runner:
             self.on_retry(reason)
             # Give way: the rack is busy or a replica is away; the same line goes again after a pause.
             await asyncio.sleep(max(delay, retry_after or 0.0))
-            delay = min(delay * 2, 30.0)
+            delay = min(delay * 2, 10.0)
 
     async def _watch_queue(self) -> None:
         while True:
