@@ -67,12 +67,21 @@ class Runner:
         self.store.finish(batch_id, "cancelled")
 
     async def _run(self, batch_id: str) -> None:
+        expires = self.store.expires_at(batch_id)
+        expired = False
         try:
             async with asyncio.TaskGroup() as group:
                 for line in self.store.pending_lines(batch_id):
                     await self.pace.acquire()
+                    if expires is not None and time.time() >= expires:
+                        await self.pace.release()
+                        expired = True
+                        break
                     group.create_task(self._line(batch_id, line))
-            if self.store.set_status(batch_id, "finalizing"):
+            if expired:
+                self.store.expire(batch_id)
+                log.info("%s expired", batch_id)
+            elif self.store.set_status(batch_id, "finalizing"):
                 self.store.finish(batch_id, "completed")
                 log.info("%s completed", batch_id)
         except Exception:

@@ -29,6 +29,7 @@ from llmrack.batch.protocol import (
     BatchUsage,
     FileObject,
     RequestCounts,
+    error_line,
 )
 
 SCHEMA = """
@@ -226,6 +227,24 @@ class Store:
                 ("completed" if ok else "failed", json.dumps(result), prompt_tokens, completion_tokens, time.time(),
                  batch_id, idx))
             return cur.rowcount > 0
+
+    def expires_at(self, batch_id: str) -> int | None:
+        rows = self._query("SELECT expires_at FROM batches WHERE id = ?", batch_id)
+        return int(rows[0]["expires_at"]) if rows and rows[0]["expires_at"] is not None else None
+
+    def expire(self, batch_id: str) -> None:
+        """Past its completion window: every line still pending goes to the error file (code batch_expired, as the
+        API does), then the job ends `expired` with what finished in its output file."""
+        rows = self._query("SELECT idx, custom_id FROM lines WHERE batch_id = ? AND state = 'pending'", batch_id)
+        now = time.time()
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE lines SET state = 'failed', result = ?, finished_at = ? WHERE batch_id = ? AND idx = ? "
+                "AND state = 'pending'",
+                [(json.dumps(error_line(new_id("batch_req_"), r["custom_id"], "batch_expired",
+                                        "this request could not be executed before the completion window expired")),
+                  now, batch_id, r["idx"]) for r in rows])
+        self.finish(batch_id, "expired")
 
     def finish(self, batch_id: str, status: BatchStatus) -> None:
         """End a job: write its output and error files from the lines and set `status`, in one transaction."""

@@ -3,6 +3,7 @@ exactly once, and a rack that answers 429 is backed off from, not counted as fai
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,3 +78,32 @@ def test_a_busy_rack_is_backed_off_from_and_no_line_fails(tight_upstream: Thread
     retries = {s.labels["reason"]: s.value for f in text_string_to_metric_families(page) for s in f.samples
                if s.name == names.counter_series(names.BATCH_UPSTREAM_RETRIES)}
     assert retries.get("http_429", 0) > 0
+
+
+def test_a_job_past_its_completion_window_ends_expired_keeping_what_finished(upstream: ThreadServer,
+                                                                            tmp_path: Path) -> None:
+    svc = BatchService(upstream.url, tmp_path / "state", "--max-inflight", "2")
+    try:
+        client = svc.start().client("unused")
+        uploaded = client.files.create(file=requests_file(tmp_path / "in.jsonl", 40, str(upstream.settings.name),
+                                                          max_tokens=24).open("rb"), purpose="batch")
+        batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                      completion_window="24h")
+        deadline = time.monotonic() + 60
+        while counts(client.batches.retrieve(batch.id))[1] < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        svc.kill()
+        # The service was down past the job's window: what the store says when it comes back.
+        with sqlite3.connect(tmp_path / "state" / "batch.sqlite3") as db:
+            db.execute("UPDATE batches SET expires_at = ? WHERE id = ?", (int(time.time()) - 1, batch.id))
+        client = svc.start().client("unused")
+        ended = wait_for(client, batch.id, ("expired",), timeout=30)
+        output, errors = jsonl_of(client, ended.output_file_id), jsonl_of(client, ended.error_file_id)
+    finally:
+        svc.stop()
+    total, completed, failed = counts(ended)
+    assert total == 40 and completed >= 3 and completed + failed == 40 and ended.expired_at is not None
+    assert len(output) == completed and len(errors) == failed
+    assert {e["error"]["code"] for e in errors} == {"batch_expired"}
+    assert sorted(o["custom_id"] for o in output + errors) == sorted(f"req-{i}" for i in range(40))
