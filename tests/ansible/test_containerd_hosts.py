@@ -43,9 +43,13 @@ def test_hosts_files_for_registries_and_mirrors(tmp_path: Path) -> None:
                           check=False, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
     hosts = {d.name: tomllib.loads((d / "hosts.toml").read_text()) for d in certs.iterdir()}
-    assert hosts["10.89.0.200:5000"] == {"server": "http://10.89.0.200:5000"}
-    assert hosts["registry.rack1.example"] == {"server": "https://registry.rack1.example",
-                                               "ca": f"{certs}/registry.rack1.example/ca.crt"}
+    # containerd 1.6 (Debian 12) refuses a hosts.toml without a [host] table: a registry is its own host.
+    lab = "http://10.89.0.200:5000"
+    assert hosts["10.89.0.200:5000"] == {"server": lab, "host": {lab: {"capabilities": ["pull", "resolve"]}}}
+    ca = f"{certs}/registry.rack1.example/ca.crt"
+    assert hosts["registry.rack1.example"] == {
+        "server": "https://registry.rack1.example", "ca": ca,
+        "host": {"https://registry.rack1.example": {"capabilities": ["pull", "resolve"], "ca": ca}}}
     assert hosts["docker.io"]["server"] == "https://docker.io"
     assert list(hosts["docker.io"]["host"]) == ["https://mirror.rack1.example", "https://second.rack1.example"]
     assert all(h["capabilities"] == ["pull", "resolve"] for h in hosts["docker.io"]["host"].values())
