@@ -4,12 +4,26 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import httpx
 
 from llmrack.batch.pace import Pace
 from llmrack.batch.upstream import Upstream
 from tests.serving.conftest import ThreadServer
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on a loop of its own: asyncio.run would leave the thread with no current loop, which breaks the Pulumi
+    mocks of a later test in the same process (they ask asyncio.get_event_loop())."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
 
 
 def test_queue_depth_is_read_from_an_engine_s_metrics_page(upstream: ThreadServer) -> None:
@@ -23,7 +37,7 @@ def test_queue_depth_is_read_from_an_engine_s_metrics_page(upstream: ThreadServe
             for u in (page, nothing, gone):
                 await u.close()
 
-    idle, unset, unreachable = asyncio.run(depths())
+    idle, unset, unreachable = run(depths())
     assert idle == 0.0 and unset is None and unreachable is None
     assert httpx.get(f"{upstream.url}/metrics").status_code == 200
 
@@ -47,7 +61,7 @@ def test_the_limit_grows_on_answers_halves_on_429_and_shrinks_while_requests_wai
         seen.append(pace.limit)
         return seen
 
-    start, grown, halved, shrunk, held, regrown = asyncio.run(scenario())
+    start, grown, halved, shrunk, held, regrown = run(scenario())
     assert start == 2 and 2 < grown <= 8
     assert halved == grown / 2 and shrunk == halved * 0.75 and held == shrunk and regrown > held
 
@@ -69,4 +83,4 @@ def test_acquire_waits_for_a_free_slot_and_for_a_pause() -> None:
         await asyncio.wait_for(paused, 1)
         return waited, still_paused
 
-    assert asyncio.run(scenario()) == (True, True)
+    assert run(scenario()) == (True, True)
