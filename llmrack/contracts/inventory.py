@@ -49,6 +49,7 @@ from typing import Any
 SERVING_GROUP = "serving_nodes"
 MONITORING_GROUP = "monitoring"
 GATEWAY_GROUP = "gateway"
+BATCH_GROUP = "batch"  # hosts of the batch service (site.yml's batch play); opt-in, usually the gateway hosts
 CANARY_GROUP = "serving_canary"  # hosts of a canary release: variant="canary" on their serving series
 NVIDIA_GROUP = "nvidia_nodes"
 ASCEND_GROUP = "ascend_nodes"
