@@ -39,6 +39,9 @@ def test_containerd_and_serving_run(lab_up: lab.UpResult, node: str) -> None:
         assert host.service(unit).is_running, unit
         assert host.service(unit).is_enabled, unit
     assert host.file("/etc/containerd/conf.d/10-llmrack.toml").contains('snapshotter = "overlayfs"')
+    # The serving image's layers are overlayfs snapshots (containerd's root is a volume, not the node's overlay root).
+    snapshots = host.check_output("ctr -n llmrack snapshots --snapshotter overlayfs ls").splitlines()[1:]
+    assert snapshots and host.mount_point("/var/lib/containerd").exists
     assert '"status"' in host.check_output("curl -fsS http://127.0.0.1:%s/health", "8000")
 
 
