@@ -151,10 +151,10 @@ def test_front_door_tls_keys_quotas_revocation_and_usage(lab_up: lab.UpResult, t
         assert host_of(lab_up, n).run("cp -p %s %s.before-test", NODE_KEYS_FILE, NODE_KEYS_FILE).rc == 0
     try:
         started = time.monotonic()
-        keys = lab.provision(state.lab_dir, "keys.yml", ["-e", f"@{extra}", "--limit", "serving_nodes"])
-        assert keys.rc == 0, f"see {keys.log}"
         gate = lab.provision(state.lab_dir, "site.yml", ["--tags", "gateway", "-e", f"@{extra}"])
         assert gate.rc == 0, f"see {gate.log}"
+        keys = lab.provision(state.lab_dir, "keys.yml", ["-e", f"@{extra}"])
+        assert keys.rc == 0, f"see {keys.log}"
         print(f"keys to nodes and gateway configured in {time.monotonic() - started:.0f} s")
         r = httpx.post(f"{gateway}/v1/completions", headers={"Authorization": "Bearer lrk-unknown"},
                        json={"model": "x", "prompt": "x"}, timeout=30)
