@@ -19,8 +19,8 @@ from pathlib import Path
 
 from llmrack.lab import lab, releases
 
-STEPS = re.compile(r"Pull the image|Import the archive|Fetch the image|Wait until the node|Restart the service|"
-                   r"Wait until the requests|Check the room")
+STEPS = re.compile(r"Pull the image|Import the archive|Fetch the image|Wait until the|Restart the service|"
+                   r"Check the room|Drain")
 
 
 def main() -> None:
