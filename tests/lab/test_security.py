@@ -92,12 +92,12 @@ def _ttft(url: str, key: str, n: int) -> list[float]:
             start = time.perf_counter()
             with c.stream("POST", "/v1/completions", json=body) as r:
                 assert r.status_code == 200, r.read()[:200]
-                for line in r.iter_lines():
-                    if line.startswith("data: {"):
-                        out.append(time.perf_counter() - start)
-                        break
-                for _ in r.iter_lines():
-                    pass
+                first = None
+                for line in r.iter_lines():  # read to the end: the request is complete before the next
+                    if first is None and line.startswith("data: {"):
+                        first = time.perf_counter() - start
+                assert first is not None
+                out.append(first)
     return out
 
 
