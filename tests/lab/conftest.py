@@ -91,6 +91,9 @@ def lab_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MainJob]:
         pytest.skip(reason)
     profiles = [arg for p in PROFILES for arg in ("--profile", p.value)]
     job: MainJob | None = None
+    # testinfra's ansible backend and the tests' playbooks use the ansible next to this interpreter.
+    env = pytest.MonkeyPatch()
+    env.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     try:
         up = llmrack("lab", "up", "--nodes", str(len(PROFILES)), *profiles, "--lab-dir", str(lab_dir))
         state = lab.load_state(lab_dir)
@@ -102,6 +105,7 @@ def lab_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MainJob]:
               + " ".join(line.strip() for line in up.stderr.splitlines() if "site.yml:" in line))
         yield job
     finally:
+        env.undo()
         down = llmrack("lab", "down", "--lab-dir", str(lab_dir))
         if job is not None:
             job.down = down
