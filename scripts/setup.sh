@@ -21,7 +21,8 @@ APT_PACKAGES+=(podman buildah skopeo debootstrap runc openssh-client xz-utils)
 # Images (llmrack image build / scan tests): podman builds offline on a debootstrapped Debian base.
 APT_PACKAGES+=(podman buildah skopeo debootstrap runc)
 APT_PACKAGES+=(chromium)  # headless browser: the validation report test looks at report.html
-APT_PACKAGES+=(docker-registry)  # the lab's registry for model versions (llmrack.lab.registry runs its own)
+APT_PACKAGES+=(docker-registry)  # the lab's registry for images and model versions (llmrack.lab.registry runs its own)
+APT_PACKAGES+=(haproxy nftables)  # the gateway and firewall roles' tests run the real HAProxy and nftables on this host
 
 step 1/3 "Debian packages (apt): podman, buildah, debootstrap, chromium, ..."
 need_apt=()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from infra.components._args import ComponentArgsError
 from infra.components.accelerator_stack import AcceleratorStackArgs, scheduling
@@ -16,6 +19,7 @@ from infra.rules import StackConfigError, canary_replicas
 from llmrack import catalog
 from llmrack.contracts.serving_command import ServingCommand, ServingInputs, render
 
+ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "registry.example/llmrack/serving@sha256:" + "b" * 64
 
 
@@ -88,7 +92,9 @@ def test_scheduling_comes_from_the_catalog() -> None:
 
 
 def test_inventory_document_groups_hosts_by_vendor() -> None:
-    doc = inventory_document([("n1", "10.0.0.5", "root", 22)], "huawei", 8, 8000, {"name": "d"})
+    # A deployment that fits one node (one-node replicas): the dev stack's.
+    deployment = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]["llmrack:deployment"]
+    doc = inventory_document([("n1", "10.0.0.5", "root", 22)], "huawei", 8, 8000, deployment)
     groups = doc["hosts"]["all"]["children"]["serving_nodes"]["children"]
     assert groups["ascend_nodes"]["hosts"]["n1"]["llmrack_serving_url"] == "http://10.0.0.5:8000"
     assert groups["nvidia_nodes"]["hosts"] == {}
