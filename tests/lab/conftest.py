@@ -121,13 +121,19 @@ def lab_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MainJob]:
     assert not lab_dir.exists()
 
 
+# The labs tests run against: the session lab, and the multi-node lab of tests/lab/test_multinode.py.
+LAB_FIXTURES = ("lab_up", "replica")
+
+
 @pytest.fixture(autouse=True)
 def _lab_ansible_config(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """testinfra reads the lab's vault password and SSH settings from $ANSIBLE_CONFIG: set it for each test
-    that uses the session lab, and only for that test (a session-wide ANSIBLE_CONFIG would leak into every
+    that uses a lab, and only for that test (a session-wide ANSIBLE_CONFIG would leak into every
     later test module and point it at this lab's config)."""
-    if "lab_up" in request.fixturenames:
-        result: lab.UpResult = request.getfixturevalue("lab_up")
+    for name in LAB_FIXTURES:
+        if name not in request.fixturenames:
+            continue
+        result: lab.UpResult = request.getfixturevalue(name)
         monkeypatch.setenv("ANSIBLE_CONFIG", str(result.state.ansible_cfg))
         # The gateway speaks TLS with a certificate of the lab's rack CA: httpx trusts it (and the system's CAs).
         if result.state.rack_ca.exists():
