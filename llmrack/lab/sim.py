@@ -94,6 +94,13 @@ def _built_tree(name: str, version: str, work: Path) -> Path:
     return out
 
 
+def _same_every_build(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """The same bytes on every `lab up`: the fabric manager role downloads the archive again (and reports a change)
+    whenever its checksum moves, and a build's timestamps would move it."""
+    info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "root", "root"
+    return info
+
+
 def build_mirror(mirror: Path) -> None:
     """Write every simulated installer/archive/package into `mirror` (idempotent, cheap)."""
     vers, upgrades = versions(), upgrade_versions()
@@ -111,7 +118,7 @@ def build_mirror(mirror: Path) -> None:
             top = f"fabricmanager-linux-x86_64-{v}-archive"
             tree = _built_tree("nvidia-fabricmanager", v, work)
             with tarfile.open(mirror / "nvidia" / f"{top}.tar.xz", "w:xz") as tar:
-                tar.add(tree, arcname=top)
+                tar.add(tree, arcname=top, filter=_same_every_build)
         v = vers["nvidia-container-toolkit"]
         tree = _built_tree("nvidia-container-toolkit", v, work)
         debs = mirror / "nvidia" / "container-toolkit"
