@@ -26,25 +26,13 @@ import yaml
 from llmrack.contracts import metrics as names
 from llmrack.keys import KeyRecord, KeyStore, TenantLimits, digest, save
 from llmrack.lab import lab, serving_artifacts
+from tests.ansible.test_gateway_haproxy import _handshake
 from tests.lab.hosts import host_of
 from tests.lab.test_gateway import Load
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 NODE_KEYS_FILE = "/etc/llmrack/serving-api-keys"  # the serving role's serving_api_keys_file default
-
-
-def _handshake(port: int, version: ssl.TLSVersion, ciphers: str | None = None) -> str | None:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    ctx.minimum_version = ctx.maximum_version = version
-    if ciphers:
-        ctx.set_ciphers(ciphers)
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
-            return str(tls.cipher()[0])  # type: ignore[index]
-    except (ssl.SSLError, ConnectionError):
-        return None
 
 
 @dataclass
