@@ -56,6 +56,16 @@ def node_addresses(podman: Podman, state: LabState) -> dict[str, str]:
     return {n.name: str(subnet.network_address + NODE_ADDRESS_OFFSET + i) for i, n in enumerate(state.nodes, 1)}
 
 
+# --- firewall: the host's side of the lab network ---
+def host_side_address(podman: Podman, state: LabState) -> str:
+    """The host's own address on the lab network (the bridge's gateway). Every connection the host makes to a node
+    through a published 127.0.0.1 port arrives from it (podman's port forwarding masquerades loopback clients), so
+    it is the lab's admin network: the firewall lets it reach everything, and the lab's tools keep their URLs."""
+    out = podman.run("network", "inspect", state.network, "--format", "{{range .Subnets}}{{.Gateway}} {{end}}")
+    return out.split()[0]
+# --- end firewall ---
+
+
 def registry_address(podman: Podman, state: LabState) -> str:
     """The registry's fixed address, just below the nodes': containerd's hosts.toml names the registry by it, and
     a registry restarted with another address would leave every node's hosts.toml pointing nowhere."""

@@ -61,6 +61,7 @@ class LabState(BaseModel):
     image: str
     nodes: list[NodeState] = Field(default_factory=list)
     last_run: dict[str, dict[str, int]] = Field(default_factory=dict)
+    host_address: str | None = None  # the host's side of the lab network: the firewall's admin network
 
     @property
     def inventory(self) -> Path:
