@@ -23,9 +23,10 @@ import yaml
 ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "firewall"
 BIN = Path(sys.executable).parent
 NS = f"llmrack-fw-{os.getpid()}"
-NET = "10.231.77"
-NODE, GATEWAY, PROMETHEUS, ADMIN, OTHER = (f"{NET}.{i}" for i in (10, 1, 2, 3, 4))
+NET = f"10.231.{os.getpid() % 250}"  # per process: two test processes at once get namespaces that do not collide
+NODE, GATEWAY, PROMETHEUS, ADMIN, OTHER, PEER = (f"{NET}.{i}" for i in (10, 1, 2, 3, 4, 5))
 SERVING, EXPORTER, SSH = 8000, 9100, 22
+LAUNCHER, EPHEMERAL = 29500, 40123  # vLLM's --master-port; a port gloo/NCCL/vLLM's queues bound to 0
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("ip"),
@@ -54,9 +55,12 @@ def _render(tmp: Path) -> Path:
     inventory = {"all": {"children": {
         "gateway": {"hosts": {"gw": {"firewall_address": GATEWAY}}},
         "monitoring": {"hosts": {"mon": {"firewall_address": PROMETHEUS}}},
+        # node1 and node3 are one replica (leader and worker); node2 is a replica of its own.
         "serving_nodes": {"hosts": {"node1": {"firewall_address": NODE, "ansible_connection": "local",
-                                              "ansible_python_interpreter": sys.executable},
-                                    "node2": {"firewall_address": OTHER}}}}}}
+                                              "ansible_python_interpreter": sys.executable,
+                                              "llmrack_replica": "node1"},
+                                    "node2": {"firewall_address": OTHER},
+                                    "node3": {"firewall_address": PEER, "llmrack_replica": "node1"}}}}}}
     (tmp / "inventory.yml").write_text(yaml.safe_dump(inventory))
     (tmp / "play.yml").write_text(PLAY.format(role=ROLE))
     out = tmp / "llmrack.nft"
@@ -82,7 +86,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if)
         _run("ip", "link", "set", node_if, "netns", NS)
-        for address in (GATEWAY, PROMETHEUS, ADMIN, OTHER):
+        for address in (GATEWAY, PROMETHEUS, ADMIN, OTHER, PEER):
             _run("ip", "addr", "add", f"{address}/32", "dev", host_if)
         _run("ip", "link", "set", host_if, "up")
         _run("ip", "route", "add", f"{NODE}/32", "dev", host_if)
@@ -90,7 +94,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         _run("ip", "netns", "exec", NS, "ip", "link", "set", node_if, "up")
         _run("ip", "netns", "exec", NS, "ip", "link", "set", "lo", "up")
         _run("ip", "netns", "exec", NS, "nft", "-f", str(rules))
-        for port in (SERVING, EXPORTER, SSH):
+        for port in (SERVING, EXPORTER, SSH, LAUNCHER, EPHEMERAL):
             listeners.append(subprocess.Popen(
                 ["ip", "netns", "exec", NS, sys.executable, "-m", "http.server", "-b", NODE, str(port)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -117,19 +121,29 @@ def _answers(source: str, port: int) -> bool:
         return True
 
 
-@pytest.mark.parametrize(("who", "source", "port", "open_"), [
-    ("gateway", GATEWAY, SERVING, True),
-    ("prometheus", PROMETHEUS, SERVING, True),
-    ("another node", OTHER, SERVING, False),
-    ("prometheus", PROMETHEUS, EXPORTER, True),
-    ("gateway", GATEWAY, EXPORTER, False),
-    ("another node", OTHER, EXPORTER, False),
-    ("operator", ADMIN, SSH, True),
-    ("operator", ADMIN, SERVING, True),
-    ("gateway", GATEWAY, SSH, False),
-    ("another node", OTHER, SSH, False),
+SOURCE = {"gateway": GATEWAY, "prometheus": PROMETHEUS, "operator": ADMIN, "another node": OTHER, "replica peer": PEER}
+
+
+@pytest.mark.parametrize(("who", "port", "open_"), [
+    ("gateway", SERVING, True),
+    ("prometheus", SERVING, True),
+    ("another node", SERVING, False),
+    ("prometheus", EXPORTER, True),
+    ("gateway", EXPORTER, False),
+    ("another node", EXPORTER, False),
+    ("operator", SSH, True),
+    ("operator", SERVING, True),
+    ("gateway", SSH, False),
+    ("another node", SSH, False),
+    ("replica peer", LAUNCHER, True),
+    ("replica peer", EPHEMERAL, True),
+    ("replica peer", SSH, False),
+    ("replica peer", EXPORTER, False),
+    ("another node", LAUNCHER, False),
+    ("another node", EPHEMERAL, False),
 ])
-def test_who_reaches_which_port(node: Path, who: str, source: str, port: int, open_: bool) -> None:
+def test_who_reaches_which_port(node: Path, who: str, port: int, open_: bool) -> None:
+    source = SOURCE[who]
     assert _answers(source, port) is open_, f"{who} ({source}) -> :{port} should be {'open' if open_ else 'closed'}"
 
 
