@@ -84,6 +84,20 @@ def serve(
                       retry_for_s=retry_for), log_level)
 
 
+@app.command("wheelhouse")
+def wheelhouse_cmd(
+    dest: Path = typer.Argument(..., help="directory for the wheels (created if missing)"),
+) -> None:
+    """llmrack's wheel and every wheel the batch service needs, for a gateway host without PyPI: the batch role
+    installs from it (batch_wheel: the llmrack wheel; batch_pip_find_links: DEST copied to the host or served)."""
+    from llmrack.batch.wheelhouse import wheelhouse  # noqa: PLC0415
+
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"{dest} is a file", hint="give a directory for the wheels")
+    wheel = wheelhouse(dest)
+    info(f"{dest}: {len(list(dest.glob('*.whl')))} wheels; batch_wheel: {wheel}")
+
+
 # ---- the client commands ---------------------------------------------------------------------------------------
 
 URL_OPTION = typer.Option("http://127.0.0.1:8100", "--url", envvar="LLMRACK_BATCH_URL",

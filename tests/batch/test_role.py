@@ -87,9 +87,29 @@ def test_the_unit_runs_llmrack_batch_serve_and_it_serves(upstream: ThreadServer,
 def test_keys_and_ca_reach_the_command_only_when_given(tmp_path: Path) -> None:
     bare = _exec_start(_render(tmp_path, {}))
     assert "--api-key-file" not in bare and "--upstream-api-key-file" not in bare and "--prometheus" not in bare
+    assert "--upstream-ca-file" not in bare
     full = _exec_start(_render(tmp_path, {"batch_api_key_file": "/etc/llmrack/keys.json",
                                           "batch_upstream_api_key": "lrk-secret", "batch_upstream_ca_file": "/ca.pem"}))
     assert full[full.index("--api-key-file") + 1] == "/etc/llmrack/keys.json"
-    assert full[full.index("--upstream-api-key-file") + 1] == "/etc/llmrack/batch-upstream-key"
+    assert full[full.index("--upstream-api-key-file") + 1] == "/etc/llmrack/batch/upstream-key"
     assert full[full.index("--upstream-ca-file") + 1] == "/ca.pem"
     assert "lrk-secret" not in " ".join(full)  # the key itself stays in its file, off the command line
+
+
+def test_the_inventory_keys_and_rack_ca_are_the_defaults(tmp_path: Path) -> None:
+    """What a rack's inventory already has: the nodes' keys (the upstream key is the first, clients' keys are all
+    of them), the gateway's port and the rack CA the gateway play fetched to the controller."""
+    argv = _exec_start(_render(tmp_path, {"serving_api_keys": ["lrk-one", "lrk-two"], "gateway_port": 8443,
+                                          "gateway_tls_ca_fetch_to": "/home/op/rack-ca.crt"}))
+    assert argv[argv.index("--upstream") + 1] == "https://127.0.0.1:8443"
+    assert argv[argv.index("--api-key-file") + 1] == "/etc/llmrack/batch/api-keys"
+    assert argv[argv.index("--upstream-api-key-file") + 1] == "/etc/llmrack/batch/upstream-key"
+    assert argv[argv.index("--upstream-ca-file") + 1] == "/etc/llmrack/batch/upstream-ca.crt"
+
+
+def test_a_database_url_replaces_the_state_dir_and_its_password_stays_off_the_command_line(tmp_path: Path) -> None:
+    unit = _render(tmp_path, {"batch_database_url": "postgresql://batch@db.rack:5432/batch",
+                              "batch_database_password": "pg-secret"})
+    argv = _exec_start(unit)
+    assert argv[argv.index("--state") + 1] == "postgresql://batch@db.rack:5432/batch"
+    assert "Environment=PGPASSFILE=/etc/llmrack/batch/pgpass" in unit and "pg-secret" not in unit
