@@ -79,6 +79,12 @@ ITEMS: dict[str, str] = {
     "containerd-version": "containerd --version",
     "containerd-config": "containerd config dump",
     "nccl-env": "cat /etc/llmrack/nccl.env",
+    # The gateway's TLS certificates (checks/security.py): each file HAProxy loads with `ssl crt` (a file or a
+    # directory of them), certificate blocks only, so a key kept in the same file never leaves the node.
+    "gateway-certificates": "[ -f /etc/haproxy/haproxy.cfg ] || exit 0; "
+    "for crt in $(sed -n 's/.* ssl crt \\([^ ]*\\).*/\\1/p' /etc/haproxy/haproxy.cfg | sort -u); do "
+    'for f in "$crt" "$crt"/*; do [ -f "$f" ] || continue; printf "== %s\\n" "$f"; '
+    "sed -n '/-BEGIN CERTIFICATE-/,/-END CERTIFICATE-/p' \"$f\"; done; done",
     "dmesg": "dmesg 2>/dev/null || journalctl -k -b --no-pager -o short-monotonic",
     "lspci": "lspci -vv",
     "ibstat": "ibstat",

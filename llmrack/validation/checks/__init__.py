@@ -2,7 +2,7 @@
 
 Layout: `base` (Outcome and the helpers every check uses), `family` (the interface an accelerator family
 implements) and `families` (the registered ones), then one module per area: `system` (OS and runtime, every
-node), `nvidia`, `ascend` (each family's own checks), `perf` (the probe's figures) and `serving`.
+node), `nvidia`, `ascend` (each family's own checks), `perf` (the probe's figures), `security` and `serving`.
 
 Every threshold is a named constant in its module or a catalog figure; docs/validation.md gives the source of each.
 """
@@ -45,6 +45,7 @@ from llmrack.validation.checks.perf import (
     perf_p2p_latency,
     perf_pcie_latency,
 )
+from llmrack.validation.checks.security import security_tls_expiry
 from llmrack.validation.checks.serving import serving_api_key, serving_completion, serving_golden, serving_ready
 from llmrack.validation.checks.system import (
     os_containerd_runtime,
@@ -97,6 +98,7 @@ __all__ = [
     "perf_p2p_latency",
     "perf_pcie_latency",
     "run",
+    "security_tls_expiry",
     "serving_api_key",
     "serving_completion",
     "serving_golden",
