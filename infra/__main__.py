@@ -23,12 +23,13 @@ args = component_args(cfg)
 batch_config = pulumi.Config(NAMESPACE).get_object("batch")
 batch = (batch_args(batch_config, cfg.serving.namespace, cfg.image, "", args.serving.port, cfg.api_keys)
          if batch_config is not None else None)
-# TLS, NetworkPolicies and the keys Secret when the stack asks for them (llmrack:security); checked here too.
+# TLS and NetworkPolicies when the stack asks for them (llmrack:security); checked here too. The key store
+# (llmrack:keysStore) is the serving pods' keys Secret (infra.config -> ServingArgs.keys_store).
 stack_config = pulumi.Config(NAMESPACE)
 security_config = stack_config.get_object("security")
 front_door = (security_args(security_config, cfg.serving.namespace, cfg.spec.name, args.serving.port,
                             list(args.serving.allowlist or []), stack_config.get_secret("tlsCertificate"),
-                            stack_config.get_secret("tlsPrivateKey"), stack_config.get_secret("keysStore"))
+                            stack_config.get_secret("tlsPrivateKey"))
               if security_config is not None else None)
 
 fleet: AwsFleet | HuaweiCloudFleet | StaticFleet | None = None

@@ -220,6 +220,7 @@ class StackConfig(BaseModel):
     image: str
     scan_results_dir: Path
     api_keys: Any  # pulumi.Output[list[str]], secret
+    keys_store: Any = None  # pulumi.Output[str] | None, secret: the key store of `llmrack keys` (hashes)
     kubeconfig: Any  # pulumi.Output[str] | None, secret
     fleet: FleetConfig
     kubernetes: KubernetesConfig
@@ -337,6 +338,7 @@ def load(config: pulumi.Config, stack: str, cwd: Path | None = None) -> StackCon
         image=image,
         scan_results_dir=scan_dir if scan_dir.is_absolute() else root / scan_dir,
         api_keys=api_keys,
+        keys_store=config.get_secret("keysStore"),
         kubeconfig=kubeconfig,
         fleet=fleet,
         kubernetes=kube,

@@ -125,6 +125,7 @@ def serving_args(cfg: StackConfig) -> ServingArgs:
         namespace=serving.namespace,
         image=cfg.image,
         api_keys=cfg.api_keys,
+        keys_store=cfg.keys_store,
         command=serving_command(cfg, model_dir),
         nodes_per_replica=plan.nodes_per_replica,
         worker_command=serving_command(cfg, model_dir, rank=1) if plan.nodes_per_replica > 1 else None,

@@ -6,8 +6,9 @@
 - NetworkPolicies: the serving pods accept nothing by default; the serving port is open to the gateway's namespaces
   (the ingress controller) and to Prometheus' namespace, to the load balancer's allowlist when there is one, and
   every port between the pods of the deployment itself (a multi-node replica's collectives).
-- Keys: the key store `llmrack keys` writes (hashes only) as a Secret, the file llmrack's engine reads and
-  re-reads when the kubelet updates the mounted Secret (no restart).
+- Keys: the key store `llmrack keys` writes (hashes only, stack secret llmrack:keysStore) is the serving pods' own
+  keys Secret (infra/components/serving.py, `ServingArgs.keys_store`): the Secret they mount, in place of the flat
+  apiKeys list, and that llmrack's engine re-reads when the kubelet updates it (no restart).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import pulumi_kubernetes as k8s
 from infra.components._args import ComponentArgsError
 from infra.components.serving import APP
 
-KEYS_FILE = "keys.json"
 TLS_TYPE = "kubernetes.io/tls"
 
 
@@ -41,7 +41,6 @@ class SecurityArgs:
     tls_dns_names: list[str] = field(default_factory=list)
     tls_certificate: pulumi.Input[str] | None = None  # PEM, secret
     tls_private_key: pulumi.Input[str] | None = None  # PEM, secret
-    keys_store: pulumi.Input[str] | None = None  # the key store's JSON (hashes), secret
 
     def validate(self) -> None:
         if not self.gateway_namespaces:
@@ -101,16 +100,6 @@ class FrontDoorSecurity(pulumi.ComponentResource):
             outputs["tlsSecret"] = secret.metadata["name"]
         self.tls_secret_name = args.tls_secret_name
 
-        if args.keys_store is not None:
-            keys = k8s.core.v1.Secret(
-                f"{name}-keys",
-                metadata={"namespace": args.namespace, "labels": labels},
-                type="Opaque",
-                string_data={KEYS_FILE: pulumi.Output.secret(args.keys_store)},
-                opts=child,
-            )
-            outputs["keysSecret"] = keys.metadata["name"]
-
         # Default deny: a pod of the namespace that no policy below admits gets nothing.
         k8s.networking.v1.NetworkPolicy(
             f"{name}-default-deny",
@@ -154,9 +143,9 @@ CONFIG_KEYS: dict[str, type] = {"gatewayNamespaces": list, "monitoringNamespace"
 
 def security_args(raw: Any, namespace: pulumi.Input[str], deployment_name: str, serving_port: int,
                   allowlist: list[str], tls_certificate: pulumi.Input[str] | None,
-                  tls_private_key: pulumi.Input[str] | None, keys_store: pulumi.Input[str] | None) -> SecurityArgs:
+                  tls_private_key: pulumi.Input[str] | None) -> SecurityArgs:
     """SecurityArgs from the stack's `llmrack:security` object and the secret config (llmrack:tlsCertificate,
-    llmrack:tlsPrivateKey, llmrack:keysStore); raises naming a wrong key before any resource exists."""
+    llmrack:tlsPrivateKey); raises naming a wrong key before any resource exists."""
     key = "llmrack:security"
     if not isinstance(raw, dict):
         raise ComponentArgsError(f"{key}: {raw!r} is not valid: must be an object with keys {', '.join(CONFIG_KEYS)}")
@@ -173,6 +162,6 @@ def security_args(raw: Any, namespace: pulumi.Input[str], deployment_name: str, 
         cert_manager_issuer=raw.get("certManagerIssuer"),
         cert_manager_issuer_kind=raw.get("certManagerIssuerKind", "ClusterIssuer"),
         tls_dns_names=[str(n) for n in raw.get("tlsDnsNames", [])],
-        tls_certificate=tls_certificate, tls_private_key=tls_private_key, keys_store=keys_store)
+        tls_certificate=tls_certificate, tls_private_key=tls_private_key)
     args.validate()
     return args

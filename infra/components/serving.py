@@ -34,7 +34,7 @@ import pulumi_kubernetes as k8s
 from infra.components._args import check
 from infra.rules import canary_replicas
 from llmrack.contracts.metrics import NUM_REQUESTS_WAITING as QUEUE_METRIC
-from llmrack.contracts.serving_command import API_KEYS_DIR, NODE_KIND_OF_VENDOR, ServingCommand
+from llmrack.contracts.serving_command import API_KEYS_DIR, NODE_KIND_OF_VENDOR, Engine, ServingCommand
 from llmrack.contracts.serving_defaults import DRAIN_TIMEOUT_S
 
 APP = "llmrack-serving"
@@ -84,12 +84,20 @@ class ServingArgs:
     # A replica of several nodes: the workers' command (rendered for rank 1; each pod's rank is LWS's index).
     nodes_per_replica: int = 1
     worker_command: ServingCommand | None = None
+    # The key store `llmrack keys` writes (JSON: named keys of tenants, SHA-256 hashes only), secret: when given,
+    # the pods' keys Secret holds it instead of the flat api_keys list; llmrack's engine re-reads it when the
+    # kubelet updates the mounted Secret, so keys change without a restart.
+    keys_store: pulumi.Input[str] | None = None
 
     def validate(self) -> None:
         check(self.vendor in NODE_KIND_OF_VENDOR, "ServingArgs.vendor", self.vendor,
               f"must be one of {', '.join(NODE_KIND_OF_VENDOR)}")
         check(self.command.api_key_file is not None, "ServingArgs.command", self.command.argv,
               "must read API keys from a file (rendered with api_keys=True)")
+        # vLLM reads plain keys, once, at start: hashes and tenants are llmrack's engine's (docs/security.md).
+        check(self.keys_store is None or self.command.engine is Engine.llmrack, "ServingArgs.keys_store",
+              self.command.engine.value, "a key store (llmrack:keysStore) needs serving.engine llmrack; vLLM pods "
+              "read the flat llmrack:apiKeys list (tenants' keys are then checked in front of them)")
         check(self.tensor_parallel >= 1, "ServingArgs.tensor_parallel", self.tensor_parallel, "must be >= 1")
         check(self.model_volume.kind in ("pvc", "hostPath"), "ServingArgs.model_volume.kind", self.model_volume.kind,
               "must be pvc or hostPath")
@@ -158,9 +166,11 @@ class ServingStack(pulumi.ComponentResource):
             f"{name}-api-keys",
             metadata={"namespace": namespace, "labels": base_labels},
             type="Opaque",
-            # The keys file in the format the engine reads (one per line, or vLLM's config YAML).
-            string_data={args.command.api_key_file_name: pulumi.Output.secret(args.api_keys).apply(
-                args.command.api_key_file_content)},
+            # The keys file in the format the engine reads: the key store (hashes) where there is one, else one
+            # key per line, or vLLM's config YAML.
+            string_data={args.command.api_key_file_name: pulumi.Output.secret(args.keys_store)
+                         if args.keys_store is not None else pulumi.Output.secret(args.api_keys).apply(
+                             args.command.api_key_file_content)},
             opts=in_ns,
         )
         model_source = self._model_volume(name, args, namespace, base_labels, in_ns)

@@ -1,5 +1,6 @@
-"""FrontDoorSecurity under the Pulumi mocks: the TLS Secret or cert-manager Certificate, the keys Secret from the
-key store, and NetworkPolicies equal to the firewall role's rules, each object valid against the official schema."""
+"""FrontDoorSecurity under the Pulumi mocks: the TLS Secret or cert-manager Certificate and NetworkPolicies equal to
+the firewall role's rules; and the serving pods mounting the key store (llmrack:keysStore: named keys, hashes) as
+their keys Secret in place of the flat apiKeys list. Each object valid against the official schema."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pulumi.runtime import mocks, settings, stack
 from pulumi.runtime.sync_await import _sync_await
 
 from infra.components._args import ComponentArgsError
-from infra.components.security import KEYS_FILE, FrontDoorSecurity, SecurityArgs
+from infra.components.security import FrontDoorSecurity, SecurityArgs
+from llmrack.contracts.serving_command import API_KEYS_DIR
 from llmrack.keys import KeyStore
 from tests.infra.harness import SECRETS, ProgramMocks, Resource, _unwrap, kubernetes_objects, run_stack, stack_config
 
@@ -36,13 +38,10 @@ def _object(res: Resource) -> dict[str, Any]:
 
 
 def _args(**over: Any) -> SecurityArgs:
-    store = KeyStore(tenants={}, keys=[])
-    store.create("chat", "product")
     base: dict[str, Any] = dict(namespace="llm", deployment_name="deepseek", serving_port=8000,
                                 gateway_namespaces=["ingress-nginx"], allowlist=["10.20.0.0/16"],
                                 tls_certificate="-----BEGIN CERTIFICATE-----\n",
-                                tls_private_key="-----BEGIN PRIVATE KEY-----\n",
-                                keys_store=store.dumps())
+                                tls_private_key="-----BEGIN PRIVATE KEY-----\n")
     base.update(over)
     return SecurityArgs(**base)
 
@@ -50,7 +49,7 @@ def _args(**over: Any) -> SecurityArgs:
 def test_objects_are_valid_and_mirror_the_firewall() -> None:
     resources = _run(_args())
     k8s = [r for r in resources if r.type.startswith("kubernetes:")]
-    assert len(k8s) == 5  # TLS Secret, keys Secret, three NetworkPolicies
+    assert len(k8s) == 4  # TLS Secret, three NetworkPolicies
     for res in k8s:
         try:
             kubernetes_validate.validate(_object(res), VERSION, strict=True)
@@ -66,9 +65,6 @@ def test_objects_are_valid_and_mirror_the_firewall() -> None:
         str({"cidr": "10.20.0.0/16"})}
     tls = next(r for r in resources if r.name == "front-door-tls")
     assert tls.state["type"] == "kubernetes.io/tls" and set(tls.state["stringData"]) == {"tls.crt", "tls.key"}
-    keys = next(r for r in resources if r.name == "front-door-keys")
-    stored = keys.state["stringData"][KEYS_FILE]
-    assert '"format": "llmrack-keys/1"' in stored and "lrk-" not in stored  # hashes, never a key
 
 
 def test_cert_manager_certificate_where_the_cluster_has_it() -> None:
@@ -93,24 +89,53 @@ def test_bad_arguments_name_the_fix(over: dict[str, Any], says: str) -> None:
 
 
 
-def test_the_program_renders_it_from_the_stack_config(scan_results: Path) -> None:
+def _one_device_llmrack() -> dict[str, Any]:
+    """prod's spec on one device with llmrack's engine (the engine that reads a key store)."""
+    deployment = dict(stack_config("prod")["llmrack:deployment"])
+    return {**deployment, "model": {**deployment["model"], "name": "deepseek-r1-distill-qwen-1.5b"},
+            "serving": {**deployment["serving"], "engine": "llmrack"}}
+
+
+def test_the_program_renders_it_and_pods_mount_the_key_store(scan_results: Path) -> None:
     store = KeyStore(tenants={}, keys=[])
-    store.create("chat", "product")
+    _, key = store.create("chat", "product")
     secrets = {**SECRETS, "llmrack:keysStore": store.dumps(),
                "llmrack:tlsCertificate": "-----BEGIN CERTIFICATE-----\n",
                "llmrack:tlsPrivateKey": "-----BEGIN PRIVATE KEY-----\n"}
-    plain = {"llmrack:scanResultsDir": str(scan_results),
+    plain = {"llmrack:scanResultsDir": str(scan_results), "llmrack:deployment": _one_device_llmrack(),
              "llmrack:security": {"gatewayNamespaces": ["ingress-nginx"]}}
     run, error, _ = run_stack("prod", plain=plain, secrets=secrets)
     assert error is None, error
     assert run is not None
     version = stack_config("prod")["llmrack:kubernetes"]["version"]
-    ours = [(r, obj) for r, obj in kubernetes_objects(run) if r.name.startswith("security-")]
-    assert sorted(r.name for r, _ in ours) == ["security-default-deny", "security-keys", "security-replica-peers",
+    objects = kubernetes_objects(run)
+    ours = [(r, obj) for r, obj in objects if r.name.startswith("security-")]
+    assert sorted(r.name for r, _ in ours) == ["security-default-deny", "security-replica-peers",
                                                "security-serving-port", "security-tls"]
-    for _, obj in ours:
+    for _, obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)
     assert {obj["metadata"]["namespace"] for _, obj in ours} == {run.outputs["namespace"]}
+
+    # The serving pods' keys Secret is the key store (named keys, hashes), not the flat apiKeys list.
+    keys = run.one("kubernetes:core/v1:Secret", "serving-api-keys").state
+    (stored,) = keys["stringData"].values()
+    assert stored == store.dumps() and '"format": "llmrack-keys/1"' in stored and '"tenant": "product"' in stored
+    assert key not in stored and not any(k in stored for k in SECRETS["llmrack:apiKeys"])
+    pod = run.one("kubernetes:apps/v1:Deployment").state["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "api-keys")
+    assert volume["secret"]["secretName"] == keys["metadata"]["name"]
+    (container,) = pod["containers"]
+    assert {"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True} in container["volumeMounts"]
+    assert container["args"][container["args"].index("--api-key-file") + 1] == f"{API_KEYS_DIR}/keys"
+
+
+def test_a_key_store_for_vllm_pods_is_refused_before_any_resource(scan_results: Path) -> None:
+    store = KeyStore(tenants={}, keys=[])
+    store.create("chat", "product")
+    run, error, monitor = run_stack("prod", plain={"llmrack:scanResultsDir": str(scan_results)},
+                                    secrets={**SECRETS, "llmrack:keysStore": store.dumps()})
+    assert run is None and "ServingArgs.keys_store" in str(error) and "serving.engine llmrack" in str(error), error
+    assert not any(r.startswith("urn:pulumi:prod::llmrack::kubernetes") for r in monitor.get_registered_resources())
 
 
 def test_a_wrong_security_key_is_named_before_any_resource(scan_results: Path) -> None:
