@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists() or os.geteuid() != 0,
 MAXCONN = 4
 
 
-@pytest.fixture()
+@pytest.fixture
 def gateway_and_batch(upstream: ThreadServer, key_file: Path, tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     port = free_port()
     batch = BatchService(f"https://127.0.0.1:{port}", tmp_path / "state", "--api-key-file", str(key_file),
