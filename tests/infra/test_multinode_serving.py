@@ -22,8 +22,8 @@ from tests.infra.harness import Run, run_stack, stack_config
 LWS = "kubernetes:leaderworkerset.x-k8s.io/v1:LeaderWorkerSet"
 R1 = {"name": "deepseek-r1", "source": "https://mirror.internal.example/models/DeepSeek-R1/", "weights_dtype": "fp8"}
 # leaderworkerset.x-k8s.io/v1 spec fields llmrack sets, with their types and allowed values (the CRD's).
-SPEC_FIELDS: dict[str, Any] = {"replicas": int, "startupPolicy": ("LeaderCreated", "LeaderReady"), "rolloutStrategy": dict,
-               "leaderWorkerTemplate": dict}
+SPEC_FIELDS: dict[str, Any] = {"replicas": int, "startupPolicy": ("LeaderCreated", "LeaderReady"),
+               "rolloutStrategy": dict, "leaderWorkerTemplate": dict}
 TEMPLATE_FIELDS: dict[str, Any] = {"size": int, "restartPolicy": ("RecreateGroupOnPodRestart", "None", "Default"),
                    "leaderTemplate": dict, "workerTemplate": dict}
 
@@ -59,7 +59,7 @@ def _flag(args: list[str], name: str) -> str:
     return args[args.index(name) + 1]
 
 
-@pytest.fixture()
+@pytest.fixture
 def run(scan_results: Path) -> Run:
     return _run(scan_results)
 
