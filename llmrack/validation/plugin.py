@@ -30,10 +30,10 @@ import yaml
 from llmrack import catalog
 from llmrack.errors import LlmrackError
 from llmrack.spec import DeploymentSpec, load_spec
-from llmrack.validation import checks, expect, golden, serving_probe
+from llmrack.validation import checks, expect, golden, replica, serving_probe
 from llmrack.validation import hosts as hosts_mod
 from llmrack.validation.acceptance import check_expectation_name
-from llmrack.validation.evidence import Evidence, gather
+from llmrack.validation.evidence import Evidence, Item, ServingImageProbe, gather
 from llmrack.validation.expect import Expectations, NodeKind
 from llmrack.validation.report import Record, write_reports
 
@@ -50,11 +50,15 @@ class Target:
     host: Any = None  # a testinfra Host for live runs
     dump: Evidence | None = None
     future: Future[Evidence] | None = field(default=None, repr=False)
+    # The leader of a replica of several nodes: its replica's all-reduce (llmrack.validation.replica).
+    replica_job: Future[Item] | None = field(default=None, repr=False)
 
     def gather(self, level: str) -> Evidence:
         if self.dump is not None:
             return self.dump
         ev = gather(self.host, self.name, level, self.exp.python, self.exp.probe_image)
+        if self.replica_job is not None:
+            ev.items[replica.ITEM] = self.replica_job.result()
         if self.exp.serving_url:
             model = self.exp.spec.model.label if self.exp.spec else None
             reference = self.exp.var(golden.GOLDEN_VAR)
@@ -112,6 +116,7 @@ class Session:
         self.records: list[Record] = []
         self.started = time.time()
         self.pool: ThreadPoolExecutor | None = None
+        self.replica_pool: ThreadPoolExecutor | None = None
         self.gather_seconds: dict[str, float] = {}
 
     # --- targets ------------------------------------------------------------------------------------
@@ -228,6 +233,16 @@ class Session:
         used = {id(t): t for it in session.items for t in _targets_of(it)}
         if not used:
             return
+        # --- replicas of several nodes: the cross-node all-reduce, on all of a replica's nodes at once ---
+        members = [replica.Member(t.name, t.host, t.exp.replica_rank, t.exp.vars, t.exp.probe_image or _image(t))
+                   for t in used.values() if t.host is not None and t.dump is None]
+        groups = replica.replicas(members)
+        if groups:
+            self.replica_pool = ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="llmrack-replica")
+            by_name = {t.name: t for t in used.values()}
+            for ms in groups.values():
+                by_name[ms[0].name].replica_job = self.replica_pool.submit(replica.allreduce, ms)
+        # --- end replicas ---
         self.pool = ThreadPoolExecutor(max_workers=min(32, len(used)), thread_name_prefix="llmrack-gather")
         for t in used.values():
             t.future = self.pool.submit(self._timed_gather, t)
@@ -299,6 +314,8 @@ class Session:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.replica_pool is not None:
+            self.replica_pool.shutdown(wait=True, cancel_futures=True)
         report = self.config.getoption("llmrack_report")
         if report and self._targets is not None:
             meta = {
@@ -309,6 +326,13 @@ class Session:
                 "nodes": {t.name: _node_meta(t) for t in self._targets},
             }
             write_reports(Path(report), self.records, meta)
+
+
+def _image(t: Target) -> ServingImageProbe:
+    """The serving image of the node's running serving container (where torch is), as the serving role names it."""
+    return ServingImageProbe(namespace=str(t.exp.var("serving_containerd_namespace") or "llmrack"),
+                             container=str(t.exp.var("serving_container_name") or "llmrack-serving"),
+                             snapshotter=str(t.exp.var("containerd_snapshotter") or "overlayfs"))
 
 
 def _node_meta(t: Target) -> dict[str, Any]:

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from llmrack.contracts.inventory import REPLICA_VAR
-from llmrack.validation.checks.base import Missing, Outcome, failed, judge, skip
+from llmrack.validation import replica
+from llmrack.validation.checks.base import Missing, Outcome, failed, judge, passed, skip
 from llmrack.validation.evidence import Evidence
 from llmrack.validation.expect import Expectations
 
@@ -73,3 +74,28 @@ def serving_golden(ev: Evidence, exp: Expectations) -> Outcome:
     return judge(not diffs, len(diffs), "== 0", "prompts that differ",
                  "; ".join(diffs) or f"{got['prompts']} prompts x {got['max_tokens']} tokens identical to the "
                  f"reference ({got.get('recorded_from')})")
+
+
+def serving_allreduce(ev: Evidence, exp: Expectations) -> Outcome:
+    """A replica of several nodes: an all-reduce across its nodes (torch.distributed gloo on the data network, in
+    the serving image) sums correctly; its bus bandwidth is the figure, judged against
+    llmrack_validation_allreduce_gbps where that is set."""
+    name = exp.var(REPLICA_VAR)
+    if exp.replica_rank:
+        return skip(f"rank {exp.replica_rank} of replica {name}: the replica's all-reduce is reported on its leader")
+    got = ev.get(replica.ITEM)
+    if got is None:
+        return skip(f"no all-reduce for replica {name or exp.host}: a one-node replica has no collective across "
+                    "nodes; a replica of several runs it in a live run that checks all its nodes (no dumps, no --limit "
+                    "that leaves a rank out)")
+    if got.rc != 0:
+        return failed(f"rc {got.rc}", "all ranks complete", None, got.err[-600:])
+    data: dict[str, Any] = json.loads(got.out)
+    sizes = ", ".join(f"{r['bytes'] >> 20} MiB {r['busbw_gbps']:.3f} GB/s" for r in data["sizes"])
+    detail = f"{data['backend']} across {', '.join(data.get('members', []))} (world {data['world']}): {sizes}"
+    if not data["correct"]:
+        return failed("wrong sum", "every element = n(n+1)/2", None, detail)
+    want = exp.var("llmrack_validation_allreduce_gbps")
+    if want is None:
+        return passed(data["busbw_gbps"], None, "GB/s", detail)
+    return judge(float(data["busbw_gbps"]) >= float(want), data["busbw_gbps"], f">= {want}", "GB/s", detail)

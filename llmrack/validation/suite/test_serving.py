@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmrack.validation import checks
+from llmrack.validation.checks.serving import serving_allreduce
 
 
 def test_ready(node: Any, verdict: Any) -> None:
@@ -22,3 +23,7 @@ def test_completion(node: Any, verdict: Any) -> None:
 
 def test_golden_output(node: Any, verdict: Any) -> None:
     verdict(checks.serving_golden)
+
+
+def test_allreduce(node: Any, verdict: Any) -> None:
+    verdict(serving_allreduce)
