@@ -16,7 +16,7 @@ DEFAULT_RETRY_FOR_S = 600.0
 @dataclass(frozen=True)
 class BatchSettings:
     upstream: str
-    state: Path
+    state: Path | str  # a directory (SQLite) or a postgresql:// URL
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     api_key_file: Path | None = None

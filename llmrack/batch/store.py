@@ -1,4 +1,9 @@
-"""The batch service's state in SQLite: files, jobs and every line's progress; nothing lives only in memory.
+"""The batch service's state: files, jobs and every line's progress; nothing lives only in memory.
+
+Two stores run the same SQL: SQLite in the state directory (the default, on the host's own disk) and PostgreSQL
+(`--state postgresql://...`, a libpq URL: the store users outgrow SQLite into, and one several gateway hosts can
+share with one of them active). The SQL here is the subset both speak; each backend only says how to connect,
+begin a transaction and spell a few column types.
 
 A line moves from `pending` to `completed` or `failed` exactly once (the update is conditional on `pending`), and
 a job's output and error files are written from those rows in the same transaction that ends the job, so a
@@ -14,11 +19,12 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from llmrack.batch.jsonl import Line
 from llmrack.batch.protocol import (
@@ -80,28 +86,134 @@ def new_id(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex}"
 
 
-class Store:
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def fetchone(self) -> Any: ...
+
+
+class Backend(ABC):
+    """One connection to the database, used under the store's lock."""
+
+    @abstractmethod
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor: ...
+
+    @abstractmethod
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
+
+    @abstractmethod
+    def begin(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class SQLiteBackend(Backend):
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / "batch.sqlite3"
-        # One connection shared by the event loop and the thread pool, serialised by a lock: SQLite allows one
-        # writer at a time anyway, and every statement here is short.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
+        return self._db.execute(sql, tuple(args))
+
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self._db.executemany(sql, rows)
+
+    def begin(self) -> None:
+        # IMMEDIATE: the write lock is taken at BEGIN, so a transaction never fails half-way on a busy database.
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PostgresBackend(Backend):
+    """psycopg 3 (the batch extra); the password comes from libpq's usual places (PGPASSFILE, ~/.pgpass)."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg  # noqa: PLC0415 (only a PostgreSQL store needs it)
+            from psycopg.rows import dict_row  # noqa: PLC0415
+        except ImportError:
+            raise StoreError("a postgresql:// store needs psycopg: pip install 'llmrack[batch]'") from None
+        self._psycopg = psycopg
+        self._dict_row = dict_row
+        self.url = url
+        self._conn = self._connect()
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                self._conn.execute(_pg(statement, schema=True))
+
+    def _connect(self) -> Any:
+        try:
+            return self._psycopg.connect(self.url, autocommit=True, row_factory=self._dict_row, connect_timeout=10)
+        except self._psycopg.OperationalError as exc:
+            raise StoreError(f"cannot connect to the batch database: {str(exc).strip()}") from None
+
+    def _live(self) -> Any:
+        # A database restarted under a running service: connect again before the next statement (a statement
+        # that was in flight failed, and its transaction with it; the job goes on from the rows).
+        if self._conn.closed or self._conn.broken:
+            self._conn = self._connect()
+        return self._conn
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
+        cursor: Cursor = self._live().execute(_pg(sql), tuple(args))
+        return cursor
+
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        with self._live().cursor() as cur:
+            cur.executemany(_pg(sql), rows)
+
+    def begin(self) -> None:
+        self._live().execute("BEGIN")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _pg(sql: str, schema: bool = False) -> str:
+    """The store's SQL as PostgreSQL takes it: %s placeholders; in the schema, its names of the column types."""
+    if schema:
+        return sql.replace("BLOB", "BYTEA").replace("INTEGER", "BIGINT").replace("REAL", "DOUBLE PRECISION")
+    return sql.replace("?", "%s")
+
+
+class StoreError(Exception):
+    """The store cannot be opened (a database that does not answer, a driver that is not installed)."""
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_database_url(state: str | Path) -> bool:
+    return str(state).startswith(POSTGRES_SCHEMES)
+
+
+class Store:
+    def __init__(self, state: Path | str) -> None:
+        """`state`: a directory (SQLite in it) or a postgresql:// URL."""
+        self._db: Backend = PostgresBackend(str(state)) if is_database_url(state) else SQLiteBackend(Path(state))
+        # One connection shared by the event loop and the thread pool, serialised by a lock: SQLite allows one
+        # writer at a time anyway, and every statement here is short.
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Backend]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.begin()
             try:
                 yield self._db
             except BaseException:
@@ -109,7 +221,7 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
-    def _query(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+    def _query(self, sql: str, *args: Any) -> list[Any]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
@@ -119,7 +231,7 @@ class Store:
             return self._insert_file(db, tenant, filename, purpose, content)
 
     @staticmethod
-    def _insert_file(db: sqlite3.Connection, tenant: str, filename: str, purpose: str, content: bytes) -> FileObject:
+    def _insert_file(db: Backend, tenant: str, filename: str, purpose: str, content: bytes) -> FileObject:
         f = FileObject(id=new_id("file-"), bytes=len(content), created_at=int(time.time()), filename=filename,
                        purpose=purpose)
         db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -133,7 +245,8 @@ class Store:
 
     def list_files(self, tenant: str, purpose: str | None) -> list[FileObject]:
         rows = self._query("SELECT id, bytes, created_at, filename, purpose FROM files WHERE tenant = ? AND "
-                           "(? IS NULL OR purpose = ?) ORDER BY created_at DESC, id", tenant, purpose, purpose)
+                           "(CAST(? AS TEXT) IS NULL OR purpose = ?) ORDER BY created_at DESC, id",
+                           tenant, purpose, purpose)
         return [FileObject(**dict(r)) for r in rows]
 
     def file_content(self, tenant: str, file_id: str) -> bytes | None:
@@ -161,20 +274,21 @@ class Store:
         return batch_id
 
     def get_batch(self, tenant: str | None, batch_id: str) -> Batch | None:
-        rows = self._query("SELECT * FROM batches WHERE id = ? AND (? IS NULL OR tenant = ?)",
+        rows = self._query("SELECT * FROM batches WHERE id = ? AND (CAST(? AS TEXT) IS NULL OR tenant = ?)",
                            batch_id, tenant, tenant)
         return self._batch(rows[0]) if rows else None
 
     def list_batches(self, tenant: str, after: str | None, limit: int) -> tuple[list[Batch], bool]:
         rows = self._query(
-            "SELECT * FROM batches WHERE tenant = ? AND (? IS NULL OR (created_at, id) < "
+            "SELECT * FROM batches WHERE tenant = ? AND (CAST(? AS TEXT) IS NULL OR (created_at, id) < "
             "(SELECT created_at, id FROM batches WHERE id = ?)) ORDER BY created_at DESC, id DESC LIMIT ?",
             tenant, after, after, limit + 1)
         return [self._batch(r) for r in rows[:limit]], len(rows) > limit
 
-    def _batch(self, row: sqlite3.Row) -> Batch:
+    def _batch(self, row: Any) -> Batch:
         counts = self._query(
-            "SELECT state, count(*) AS n, sum(prompt_tokens) AS p, sum(completion_tokens) AS c FROM lines "
+            "SELECT state, count(*) AS n, CAST(sum(prompt_tokens) AS BIGINT) AS p, "
+            "CAST(sum(completion_tokens) AS BIGINT) AS c FROM lines "
             "WHERE batch_id = ? GROUP BY state", row["id"])
         by_state = {r["state"]: r for r in counts}
         total = sum(r["n"] for r in counts)
@@ -269,8 +383,10 @@ class Store:
         marks = ",".join("?" * len(TERMINAL))
         rows = self._query(
             "SELECT b.id, b.tenant, b.status, "
-            "sum(l.state = 'pending') AS pending, sum(l.state = 'completed') AS completed, "
-            "sum(l.state = 'failed') AS failed, sum(l.prompt_tokens) AS p, sum(l.completion_tokens) AS c "
+            "sum(CASE WHEN l.state = 'pending' THEN 1 ELSE 0 END) AS pending, "
+            "sum(CASE WHEN l.state = 'completed' THEN 1 ELSE 0 END) AS completed, "
+            "sum(CASE WHEN l.state = 'failed' THEN 1 ELSE 0 END) AS failed, "
+            "CAST(sum(l.prompt_tokens) AS BIGINT) AS p, CAST(sum(l.completion_tokens) AS BIGINT) AS c "
             "FROM batches b JOIN lines l ON l.batch_id = b.id "
             f"WHERE b.status NOT IN ({marks}) OR coalesce(b.completed_at, b.cancelled_at, b.failed_at, "
             "b.expired_at, 0) >= ? GROUP BY b.id", *TERMINAL, since)

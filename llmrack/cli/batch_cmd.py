@@ -22,6 +22,7 @@ from llmrack.batch.settings import (
     DEFAULT_RETRY_FOR_S,
     BatchSettings,
 )
+from llmrack.batch.store import Store, StoreError, is_database_url
 from llmrack.batch.tenants import KeyFileError, Tenants
 from llmrack.cli.output import info, stdout
 from llmrack.errors import EXIT_FAILURE, LlmrackError, UsageError
@@ -39,7 +40,8 @@ def _readable(path: Path | None, option: str) -> None:
 def serve(
     upstream: str = typer.Option(..., "--upstream", help="the rack's OpenAI API (the gateway, or one node)"),
     port: int = typer.Option(DEFAULT_PORT, "--port", help="TCP port of the batch API"),
-    state: Path = typer.Option(..., "--state", help="directory for the SQLite store (created if missing)"),
+    state: str = typer.Option(..., "--state", help="directory of the SQLite store (created if missing), or a "
+                                                    "postgresql://USER@HOST/DB URL (password from PGPASSFILE)"),
     api_key_file: Path = typer.Option(None, "--api-key-file",
                                       help="clients' API keys, one per line; a key's tenant owns its jobs"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
@@ -75,7 +77,12 @@ def serve(
         Tenants.from_file(api_key_file)
     except KeyFileError as exc:
         raise UsageError(str(exc)) from None
-    if state.exists() and not state.is_dir():
+    if is_database_url(state):
+        try:
+            Store(state).close()  # the schema is made here, and a database that does not answer is said at once
+        except StoreError as exc:
+            raise UsageError(f"--state: {exc}", hint="check the URL's host, port, user and database") from None
+    elif Path(state).exists() and not Path(state).is_dir():
         raise UsageError(f"--state {state} is a file", hint="give a directory for the batch store")
     run(BatchSettings(upstream=upstream, state=state, host=host, port=port, api_key_file=api_key_file,
                       upstream_api_key_file=upstream_api_key_file, upstream_ca_file=upstream_ca_file,

@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
+import psycopg
 import pytest
 import torch._dynamo  # before ansible replaces sys.intern: see tests/serving/conftest.py
 
@@ -57,7 +62,7 @@ def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class BatchService:
     """`llmrack batch serve` as a child process on a free port; `kill()` is a crash (SIGKILL), not a stop."""
 
-    def __init__(self, upstream: str, state: Path, *extra: str) -> None:
+    def __init__(self, upstream: str, state: Path | str, *extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.argv = [sys.executable, "-m", "llmrack", "batch", "serve", "--upstream", upstream, "--port",
@@ -126,3 +131,59 @@ def counts(batch: Any) -> tuple[int, int, int]:
     rc = batch.request_counts
     assert rc is not None, f"{batch.id} has no request_counts"
     return rc.total, rc.completed, rc.failed
+
+
+# ---- the store's two backends ------------------------------------------------------------------------------------
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _pg_tool(name: str) -> str | None:
+    found = shutil.which(name)
+    return found or (str(PG_BIN / name) if (PG_BIN / name).exists() else None)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster (Debian's initdb/pg_ctl) on a free loopback port; yields its base URL.
+    Skips only where the binaries are absent (the CI machine has them)."""
+    initdb, pg_ctl = _pg_tool("initdb"), _pg_tool("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        pytest.skip("PostgreSQL's initdb/pg_ctl are not installed (apt-get install postgresql)")
+    # initdb refuses to run as root: as root the cluster belongs to the postgres user, in a directory it can reach
+    # (pytest's own tmp directories are root's alone).
+    user = "postgres" if os.geteuid() == 0 else None
+    base = Path(tempfile.mkdtemp(prefix="llmrack-batch-pg-"))
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    if user:
+        shutil.chown(base, user)
+        shutil.chown(sock, user)
+    port = free_port()
+    run = functools.partial(subprocess.run, capture_output=True, text=True, user=user, timeout=120, check=False)
+    made = run([initdb, "-D", str(data), "-U", "llmrack", "--auth=trust", "-E", "UTF8", "--no-sync"])
+    assert made.returncode == 0, made.stderr
+    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
+    started = run([pg_ctl, "-D", str(data), "-o", opts, "-l", str(base / "log"), "-w", "-t", "60", "start"])
+    assert started.returncode == 0, started.stderr + (base / "log").read_text()
+    try:
+        yield f"postgresql://llmrack@127.0.0.1:{port}"
+    finally:
+        run([pg_ctl, "-D", str(data), "-m", "immediate", "stop"])
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def new_database(cluster: str) -> str:
+    """A fresh database of the cluster; its URL."""
+    name = f"batch_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{cluster}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{cluster}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def batch_state(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """What `llmrack batch serve --state` is given: a directory (SQLite) or a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state")
+    return new_database(request.getfixturevalue("postgres_cluster"))

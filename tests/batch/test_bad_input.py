@@ -111,6 +111,8 @@ def test_create_refuses_a_wrong_endpoint_window_or_file(client: openai.OpenAI, m
     (["--upstream", "gateway:8000"], "is not an http(s) URL"),
     (["--upstream", "http://127.0.0.1:9", "--api-key-file", "/nonexistent/keys"], "--api-key-file /nonexistent/keys"),
     (["--upstream", "http://127.0.0.1:9", "--max-inflight", "0"], "--max-inflight 0: must be at least 1"),
+    (["--upstream", "http://127.0.0.1:9", "--state", "postgresql://nobody@127.0.0.1:1/none"],
+     "--state: cannot connect to the batch database"),
 ])
 def test_bad_service_flags_exit_2_with_a_message(tmp_path: Path, args: list[str], says: str) -> None:
     result = subprocess.run([sys.executable, "-m", "llmrack", "batch", "serve", "--state", str(tmp_path), *args],

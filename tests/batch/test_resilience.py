@@ -28,9 +28,11 @@ def _answered(url: str) -> float:
                and s.labels.get(names.FINISHED_REASON_LABEL) in ("stop", "length"))
 
 
-def test_killed_mid_job_resumes_and_answers_every_line_once(upstream: ThreadServer, tmp_path: Path) -> None:
+def test_killed_mid_job_resumes_and_answers_every_line_once(upstream: ThreadServer, batch_state: str,
+                                                            tmp_path: Path) -> None:
+    """On both stores: SQLite in a directory and PostgreSQL (`--state postgresql://...`)."""
     model = str(upstream.settings.name)
-    svc = BatchService(upstream.url, tmp_path / "state", "--max-inflight", str(MAX_INFLIGHT))
+    svc = BatchService(upstream.url, batch_state, "--max-inflight", str(MAX_INFLIGHT))
     before = _answered(upstream.url)
     try:
         client = svc.start().client("unused")
