@@ -1,6 +1,9 @@
 """The batch service on Kubernetes: one Deployment running `llmrack batch serve`, its SQLite store on a
 PersistentVolumeClaim, and a Service for the Files and Batches API.
 
+With `databaseUrl` the store is PostgreSQL instead (`--state postgresql://...`, no claim): the password comes from
+an existing Secret (`databasePasswordSecret`, key `password`) as libpq's PGPASSWORD, never from the stack file.
+
 One replica with the Recreate strategy: SQLite has one writer, and a second pod during a rollout would run the
 same jobs twice; a job in flight resumes from the store in the new pod. The clients' keys are the stack's API keys
 (a Secret of its own, one key per line: the format the batch service reads whichever engine serves), and the
@@ -19,13 +22,15 @@ import pulumi_kubernetes as k8s
 
 from infra.components._args import check
 from llmrack.batch.settings import DEFAULT_MAX_INFLIGHT, DEFAULT_PORT
+from llmrack.batch.store import is_database_url
 
 APP = "llmrack-batch"
 STATE_DIR = "/var/lib/llmrack-batch"
 KEYS_DIR = "/etc/llmrack/batch-keys"
 KEYS_FILE = "api-keys"
 # The keys of `llmrack:batch` and their types.
-CONFIG_KEYS: dict[str, type] = {"stateSizeGib": int, "storageClass": str, "maxInflight": int, "prometheusUrl": str}
+CONFIG_KEYS: dict[str, type] = {"stateSizeGib": int, "storageClass": str, "maxInflight": int, "prometheusUrl": str,
+                                 "databaseUrl": str, "databasePasswordSecret": str}
 
 
 @dataclass
@@ -43,6 +48,9 @@ class BatchArgs:
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     prometheus_url: str | None = None
     run_as_user: int = 10001
+    # PostgreSQL instead of SQLite on a claim: a libpq URL without password, and the Secret holding it.
+    database_url: str | None = None
+    database_password_secret: str | None = None
 
     def validate(self) -> None:
         check(1 <= self.state_size_gib <= 10_000, "BatchArgs.state_size_gib", self.state_size_gib,
@@ -50,6 +58,14 @@ class BatchArgs:
         check(1 <= self.port <= 65535, "BatchArgs.port", self.port, "must be a TCP port")
         check(self.max_inflight >= 1, "BatchArgs.max_inflight", self.max_inflight, "must be at least 1")
         check("@sha256:" in self.image, "BatchArgs.image", self.image, "must be pinned by digest (@sha256:)")
+        if self.database_url is not None:
+            check(is_database_url(self.database_url), "BatchArgs.database_url", self.database_url,
+                  "must be a postgresql:// URL")
+            authority = self.database_url.split("://", 1)[1].split("/", 1)[0]
+            check(":" not in authority.rpartition("@")[0], "BatchArgs.database_url", "postgresql://USER:***@...",
+                  "must not carry the password: put it in the Secret named by databasePasswordSecret")
+        check(self.database_password_secret is None or self.database_url is not None,
+              "BatchArgs.database_password_secret", self.database_password_secret, "needs databaseUrl")
 
 
 class BatchService(pulumi.ComponentResource):
@@ -62,7 +78,7 @@ class BatchService(pulumi.ComponentResource):
         labels = {"app.kubernetes.io/name": APP, "app.kubernetes.io/part-of": "llmrack",
                   "app.kubernetes.io/component": "batch"}
         selector = {"app.kubernetes.io/name": APP}
-        claim = k8s.core.v1.PersistentVolumeClaim(
+        claim = None if args.database_url else k8s.core.v1.PersistentVolumeClaim(
             f"{name}-state",
             metadata={"namespace": args.namespace, "labels": labels},
             spec={"accessModes": ["ReadWriteOnce"], "storageClassName": args.storage_class,
@@ -100,13 +116,14 @@ class BatchService(pulumi.ComponentResource):
         )
         self.service_name = service.metadata["name"]
         self.register_outputs({"deployment": deployment.metadata["name"], "service": self.service_name,
-                               "stateClaim": claim.metadata["name"]})
+                               "stateClaim": claim.metadata["name"] if claim else None})
 
     @staticmethod
     def argv(args: BatchArgs, upstream: str) -> list[str]:
         """Exactly the command the Ansible role's unit runs, with the pod's paths."""
         keys = f"{KEYS_DIR}/{KEYS_FILE}"
-        argv = ["llmrack", "batch", "serve", "--upstream", upstream, "--port", str(args.port), "--state", STATE_DIR,
+        argv = ["llmrack", "batch", "serve", "--upstream", upstream, "--port", str(args.port),
+                "--state", args.database_url or STATE_DIR,
                 "--api-key-file", keys, "--host", "0.0.0.0", "--upstream-api-key-file", keys,
                 "--max-inflight", str(args.max_inflight)]
         if args.prometheus_url:
@@ -116,6 +133,18 @@ class BatchService(pulumi.ComponentResource):
     @staticmethod
     def _pod_spec(args: BatchArgs, command: Any, claim: Any, secret: Any) -> dict[str, Any]:
         http = {"port": "http", "path": "/health"}
+        env: list[dict[str, Any]] = [{"name": "HOME", "value": "/tmp"}]
+        if args.database_password_secret:
+            env.append({"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {
+                "name": args.database_password_secret, "key": "password"}}})
+        mounts: list[dict[str, Any]] = [{"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
+                                        {"name": "tmp", "mountPath": "/tmp"}]
+        volumes: list[dict[str, Any]] = [
+            {"name": "keys", "secret": {"secretName": secret.metadata["name"], "defaultMode": 0o440}},
+            {"name": "tmp", "emptyDir": {}}]
+        if claim is not None:
+            mounts.insert(0, {"name": "state", "mountPath": STATE_DIR})
+            volumes.insert(0, {"name": "state", "persistentVolumeClaim": {"claimName": claim.metadata["name"]}})
         return {
             "automountServiceAccountToken": False,
             "securityContext": {"runAsNonRoot": True, "runAsUser": args.run_as_user, "runAsGroup": args.run_as_user,
@@ -125,19 +154,15 @@ class BatchService(pulumi.ComponentResource):
                 "image": args.image,
                 "command": command,
                 "ports": [{"name": "http", "containerPort": args.port, "protocol": "TCP"}],
-                "env": [{"name": "HOME", "value": "/tmp"}],
+                "env": env,
                 "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
                 "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                     "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
                 "readinessProbe": {"httpGet": http, "periodSeconds": 5},
                 "livenessProbe": {"httpGet": http, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
-                "volumeMounts": [{"name": "state", "mountPath": STATE_DIR},
-                                 {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
-                                 {"name": "tmp", "mountPath": "/tmp"}],
+                "volumeMounts": mounts,
             }],
-            "volumes": [{"name": "state", "persistentVolumeClaim": {"claimName": claim.metadata["name"]}},
-                        {"name": "keys", "secret": {"secretName": secret.metadata["name"], "defaultMode": 0o440}},
-                        {"name": "tmp", "emptyDir": {}}],
+            "volumes": volumes,
         }
 
 
@@ -153,6 +178,7 @@ def batch_args(raw: Any, namespace: pulumi.Input[str], image: str, upstream_serv
     args = BatchArgs(namespace=namespace, image=image, upstream_service=upstream_service, upstream_port=upstream_port,
                      api_keys=api_keys, state_size_gib=raw.get("stateSizeGib", 10),
                      storage_class=raw.get("storageClass"), max_inflight=raw.get("maxInflight", DEFAULT_MAX_INFLIGHT),
-                     prometheus_url=raw.get("prometheusUrl"))
+                     prometheus_url=raw.get("prometheusUrl"), database_url=raw.get("databaseUrl"),
+                     database_password_secret=raw.get("databasePasswordSecret"))
     args.validate()
     return args

@@ -73,12 +73,33 @@ def test_the_deployment_runs_the_service_against_the_serving_service(scan_result
     assert validators.images_pinned(DEPLOYMENT, dep) == []
 
 
+def test_a_postgresql_store_replaces_the_claim(scan_results: Path) -> None:  # noqa: F811
+    url = "postgresql://llmrack_batch@db.example:5432/llmrack_batch?sslmode=verify-full"
+    run, error = _run(scan_results, {"databaseUrl": url, "databasePasswordSecret": "batch-db"})
+    assert error is None and run is not None
+    dep = _batch_deployment(run)
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    argv = container["command"]
+    assert argv[argv.index("--state") + 1] == url
+    assert {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "batch-db", "key": "password"}}} \
+        in container["env"]
+    assert not [r for r in run.resources if r.name == "batch-state"]
+    assert "state" not in {v["name"] for v in dep["spec"]["template"]["spec"]["volumes"]}
+    version = stack_config("dev")["llmrack:kubernetes"]["version"]
+    for res, obj in kubernetes_objects(run):
+        if res.name.startswith("batch-"):
+            kubernetes_validate.validate(obj, version, strict=True)
+
+
 @pytest.mark.parametrize(("batch", "says"), [
     ({"stateSize": 5}, "llmrack:batch.stateSize"),
     ({"maxInflight": 0}, "BatchArgs.max_inflight"),
     ({"stateSizeGib": "big"}, "must be of type int"),
     ([1, 2], "must be an object"),
     ("yes", "'llmrack:batch' value 'yes' is not a valid 'JSON object'"),
+    ({"databaseUrl": "postgresql://batch:hunter2@db/batch"}, "must not carry the password"),
+    ({"databaseUrl": "mysql://db/batch"}, "must be a postgresql:// URL"),
+    ({"databasePasswordSecret": "batch-db"}, "needs databaseUrl"),
 ])
 def test_a_wrong_batch_key_is_refused_by_name(scan_results: Path, batch: Any, says: str) -> None:  # noqa: F811
     run, error = _run(scan_results, batch)
