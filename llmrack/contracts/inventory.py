@@ -39,6 +39,8 @@ Host variables llmrack sets or reads (group_vars/all/deployment.yml holds the sp
     llmrack_node_address        the node's address on the data network (the collectives, the leader's address)
     llmrack_node_interface      the data network's interface on the node (GLOO/NCCL/HCCL socket interface)
     serving_api_keys            API keys (a Vault value in group_vars/all/vault.yml)
+    llmrack_monitoring_user     who reads Prometheus and HAProxy's stats page (default llmrack)
+    llmrack_monitoring_password its password (Vault); set: both ask for credentials
     ansible_host, ansible_port, ansible_user   how Ansible reaches the node
 """
 
@@ -76,6 +78,13 @@ ADMIN_NETWORKS_VAR = "llmrack_admin_networks"
 # Path on the controller of the key store `llmrack keys` writes (hashes of tenants' keys): llmrack's engine on
 # every node and the gateway read it; playbooks/keys.yml distributes a change without a restart.
 KEYS_STORE_VAR = "llmrack_keys_store"
+# Operators' credentials for Prometheus' UI and API and HAProxy's stats page: the user and its password (Vault).
+# The monitoring and gateway roles keep only a bcrypt hash on the nodes; readers on the controller (llmrack usage,
+# canary, drift) take them from LLMRACK_PROMETHEUS_USER / LLMRACK_PROMETHEUS_PASSWORD (llmrack.observe.prometheus).
+# No password: neither asks for credentials.
+MONITORING_USER_VAR = "llmrack_monitoring_user"
+MONITORING_PASSWORD_VAR = "llmrack_monitoring_password"
+MONITORING_USER_DEFAULT = "llmrack"
 
 # Files `inventory from-stack` and the lab write next to hosts.yml.
 HOSTS_FILE = "hosts.yml"

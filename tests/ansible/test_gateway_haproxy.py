@@ -1,9 +1,10 @@
-"""The gateway role's TLS, key and quota parts on this host, for real: its tasks make the rack CA and the key map
-(community.crypto, the role's filter), its template is validated and run by HAProxy 2.6 from Debian in front of a
-real llmrack server, and its runtime loader replaces the key map in the running HAProxy.
+"""The gateway role's TLS, key, quota and stats parts on this host, for real: its tasks make the rack CA and the key
+map (community.crypto, the role's filter) and hash the stats password (bcrypt), its template is validated and run by
+HAProxy 2.6 from Debian in front of a real llmrack server, and its runtime loader replaces the key map in the running
+HAProxy. The management address is 127.0.0.2 (loopback too, but not the play's own 127.0.0.1).
 
-Only the parts that need no systemd run here (tls.yml, keys.yml, the template, keys_apply.yml); the whole role runs
-on the lab's node1 (tests/lab).
+Only the parts that need no systemd run here (tls.yml, keys.yml, stats_auth.yml, the template, keys_apply.yml); the
+whole role runs on the lab's node1 (tests/lab).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from tests.serving.conftest import ThreadServer, free_port
 ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "gateway"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 BIN = Path(sys.executable).parent
+PLAYBOOK_FILTERS = ROLE.parents[1] / "playbooks" / "filter_plugins"  # llmrack_bcrypt
+MANAGEMENT = "127.0.0.2"
+STATS_PASSWORD = "stats-secret-for-the-test"
 
 pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists() or os.geteuid() != 0,
                                 reason="needs Debian's haproxy on this host and root (apt-get install haproxy)")
@@ -49,6 +53,8 @@ PLAY = """
       ansible.builtin.include_tasks: "{role}/tasks/tls.yml"
     - name: Key map
       ansible.builtin.include_tasks: "{role}/tasks/keys.yml"
+    - name: Stats password
+      ansible.builtin.include_tasks: "{role}/tasks/stats_auth.yml"
     - name: Config
       ansible.builtin.template:
         src: "{role}/templates/haproxy.cfg.j2"
@@ -69,6 +75,7 @@ class Gateway:
     keys: dict[str, str]
     proc: subprocess.Popen[bytes]
     run_play: object
+    metrics_port: int
 
 
 def _play(tmp: Path, extra: dict[str, object]) -> subprocess.CompletedProcess[str]:
@@ -81,7 +88,7 @@ def _play(tmp: Path, extra: dict[str, object]) -> subprocess.CompletedProcess[st
     (tmp / "extra.yml").write_text(yaml.safe_dump(extra))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "ANSIBLE_CONFIG": str(ROLE.parents[1] / "ansible.cfg"),
-           "ANSIBLE_FILTER_PLUGINS": str(ROLE / "filter_plugins"),
+           "ANSIBLE_FILTER_PLUGINS": f"{ROLE / 'filter_plugins'}{os.pathsep}{PLAYBOOK_FILTERS}",
            "ANSIBLE_CACHE_PLUGIN": "memory"}
     return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(tmp / "inventory.yml"), str(tmp / "play.yml"),
                            "-e", f"@{tmp / 'extra.yml'}"], capture_output=True, text=True, env=env, timeout=300,
@@ -121,7 +128,8 @@ def gateway(backend: ThreadServer, tmp_path_factory: pytest.TempPathFactory) -> 
         "gateway_keys_store": str(store_path),
         "gateway_keys_map": str(tmp / "keys.map"), "gateway_admin_socket": str(tmp / "admin.sock"),
         "gateway_bind_address": "127.0.0.1", "gateway_port": port, "gateway_metrics_port": metrics,
-        "gateway_management_address": "127.0.0.1", "gateway_backend_port": backend.port,
+        "gateway_management_address": MANAGEMENT, "gateway_backend_port": backend.port,
+        "gateway_stats_password": STATS_PASSWORD, "__gateway_config": str(tmp / "haproxy.cfg"),
         "gateway_health_path": "/ready", "gateway_backend_address": "127.0.0.1",
         "__gateway_user": "haproxy", "ansible_managed": "test",
     }
@@ -132,7 +140,7 @@ def gateway(backend: ThreadServer, tmp_path_factory: pytest.TempPathFactory) -> 
     try:
         _wait_port(port)
         yield Gateway(f"https://127.0.0.1:{port}", port, tmp / "rack-ca.crt", store_path,
-                      {"research": limited, "product": other}, proc, lambda: _play(tmp, extra))
+                      {"research": limited, "product": other}, proc, lambda: _play(tmp, extra), metrics)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
@@ -217,6 +225,16 @@ def test_a_revoked_key_is_refused_after_the_play_without_a_reload(gateway: Gatew
         assert _complete(c, gateway.keys["product"]).status_code == 401
         assert _complete(c, fresh).status_code == 200
     assert gateway.proc.poll() is None  # the same HAProxy process: nothing restarted
+
+
+def test_the_stats_page_asks_for_credentials_and_metrics_do_not(gateway: Gateway) -> None:
+    config = (gateway.ca.parent / "haproxy.cfg").read_text()
+    assert STATS_PASSWORD not in config and " password $2b$" in config  # only the bcrypt hash
+    stats = f"http://{MANAGEMENT}:{gateway.metrics_port}/stats"
+    assert httpx.get(stats, timeout=10).status_code == 401
+    assert httpx.get(stats, auth=("llmrack", "wrong"), timeout=10).status_code == 401
+    assert httpx.get(stats, auth=("llmrack", STATS_PASSWORD), timeout=10).status_code == 200
+    assert httpx.get(f"http://{MANAGEMENT}:{gateway.metrics_port}/metrics", timeout=10).status_code == 200
 
 
 def test_a_second_run_changes_nothing(gateway: Gateway) -> None:
