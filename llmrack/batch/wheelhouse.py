@@ -61,13 +61,17 @@ def build_wheel(dest: Path, source: Path = SOURCE_ROOT) -> Path:
 def wheelhouse(dest: Path, extra: str = "batch", cache: Path | None = None) -> Path:
     """llmrack's wheel and the wheels of `llmrack[extra]`'s dependencies in `dest`; returns llmrack's wheel.
 
-    Wheels already in `cache` (default: `dest`) are kept, so a second call only asks the index which versions it
-    wants and downloads nothing new."""
+    Wheels already in `cache` (default: `dest`) are used first: when they are all there, no index is asked."""
     wheel = build_wheel(dest)
     store = cache or dest
     store.mkdir(parents=True, exist_ok=True)
-    _run([sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--dest", str(store),
-          f"{wheel}[{extra}]"], f"downloading the wheels llmrack[{extra}] needs")
+    download = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--dest", str(store),
+                f"{wheel}[{extra}]"]
+    try:
+        # Everything already there (a second lab up, a machine offline since): no index is asked.
+        _run([*download, "--no-index", "--find-links", str(store)], "resolving from the wheels already there")
+    except LlmrackError:
+        _run(download, f"downloading the wheels llmrack[{extra}] needs")
     if cache is not None:
         for dep in cache.glob("*.whl"):
             if dep.name.startswith("llmrack-"):
