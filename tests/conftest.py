@@ -1,22 +1,59 @@
-"""Every run ends by saying where its time went: per module, and the slowest tests (the suite has a budget)."""
+"""Every run ends by saying where its time went: per module, and the slowest tests (the suite has a budget).
+
+The suite runs on two pytest-xdist workers (pyproject's addopts: `-n 2 --dist loadgroup`). Each module is one
+work unit, so a module's fixtures start once; every module that uses the session lab (tests/lab/conftest.py's
+`lab_up`) is one unit together, so that lab boots once. The labs are the long poles: their units go first, one
+per worker, and the other modules fill the second worker while the session lab's tests run on the first.
+`-n 0` runs everything in one process, in the same order.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 from _pytest.terminal import TerminalReporter
 
 TOP_TESTS = 10
+SESSION_LAB_GROUP = "session-lab"
+LAB_TESTS = Path(__file__).parent / "lab"
 
 
-def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
+def _this_suite(config: pytest.Config) -> bool:
+    """pytest also loads this file for runs started in the checkout that are not this suite: `llmrack validate`
+    (`make lab`) runs its shipped suite with its own rootdir and the checkout as the working directory, and pytest
+    loads conftest.py from the working directory's test* folders. Those runs are left alone."""
+    return config.rootpath == LAB_TESTS.parent.parent
+
+
+def _work_unit(item: pytest.Item, session_lab_modules: set[Path]) -> tuple[int, str]:
+    """(rank, group): lower ranks are handed out first."""
+    if item.path in session_lab_modules:
+        return 0, SESSION_LAB_GROUP
+    return (1 if item.path.is_relative_to(LAB_TESTS) else 2), item.path.relative_to(LAB_TESTS.parent).as_posix()
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not _this_suite(config):
+        return
+    session_lab_modules = {item.path for item in items if "lab_up" in getattr(item, "fixturenames", ())}
+    units = {item.nodeid: _work_unit(item, session_lab_modules) for item in items}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(units[item.nodeid][1]))
+    items.sort(key=lambda item: units[item.nodeid][0])  # stable: each unit keeps its tests' order
+
+
+def pytest_terminal_summary(terminalreporter: TerminalReporter, config: pytest.Config) -> None:
+    if not _this_suite(config):
+        return
     per_test: dict[str, float] = defaultdict(float)
     for reports in terminalreporter.stats.values():
         for report in reports:
             # Set-up counts too: a shared fixture (the session lab) is charged to the first test that uses it.
             if isinstance(report, pytest.TestReport):
-                per_test[report.nodeid] += report.duration
+                per_test[report.nodeid.split("@", 1)[0]] += report.duration  # xdist adds "@group"
     if not per_test:
         return
     per_module: dict[str, list[float]] = defaultdict(list)
@@ -25,7 +62,9 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
     total = sum(per_test.values())
     write = terminalreporter.write_line
     terminalreporter.section("where the time went")
-    write(f"{len(per_test)} tests, {total / 60:.1f} min in tests (set-up and tear-down included)")
+    workers = getattr(config.option, "numprocesses", None) or 1
+    write(f"{len(per_test)} tests, {total / 60:.1f} min in tests (set-up and tear-down included"
+          + (f"; summed over {workers} workers, so more than the wall time)" if workers > 1 else ")"))
     write(f"{'seconds':>8} {'share':>6} {'tests':>6}  module")
     ranked = sorted(per_module.items(), key=lambda kv: -sum(kv[1]))
     shown = [(m, t) for m, t in ranked if sum(t) >= 0.01 * total]
