@@ -11,6 +11,7 @@ import re
 import signal
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +19,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import yaml
 
-from tests.ansible.test_gateway_haproxy import HAPROXY, _play, _wait_port
+from tests.ansible.test_gateway_haproxy import HAPROXY, _wait_port
 from tests.batch.conftest import KEYS, BatchService, counts, jsonl_of, requests_file, wait_for
 from tests.serving.conftest import ThreadServer, free_port
 
@@ -27,6 +29,47 @@ pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists() or os.geteuid() != 0,
                                 reason="needs Debian's haproxy on this host and root (apt-get install haproxy)")
 
 MAXCONN = 4
+ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "gateway"
+BIN = Path(sys.executable).parent
+
+# The role's own tasks for what needs no systemd: the rack CA and certificate, the key map, the config (haproxy -c).
+PLAY = """
+- name: Gateway config on this host
+  hosts: gw
+  gather_facts: true
+  vars_files: ["{role}/defaults/main.yml", "{role}/vars/main.yml", "{role}/vars/Debian.yml"]
+  handlers:
+    - name: Reload recorded
+      ansible.builtin.debug: {{msg: "HAProxy would reload here"}}
+      listen: Gateway | Reload HAProxy
+  tasks:
+    - name: TLS
+      ansible.builtin.include_tasks: "{role}/tasks/tls.yml"
+    - name: Key map
+      ansible.builtin.include_tasks: "{role}/tasks/keys.yml"
+    - name: Config
+      ansible.builtin.template:
+        src: "{role}/templates/haproxy.cfg.j2"
+        dest: "{{{{ out }}}}/haproxy.cfg"
+        mode: "0640"
+        validate: "{{{{ __gateway_bin }}}} -c -f %s"
+"""
+
+
+def _play(tmp: Path, extra: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    (tmp / "play.yml").write_text(PLAY.format(role=ROLE))
+    if not (tmp / "files").exists():  # where a play outside the role finds the role's files
+        (tmp / "files").symlink_to(ROLE / "files")
+    (tmp / "inventory.yml").write_text(yaml.safe_dump({"all": {"children": {
+        "gateway": {"hosts": {"gw": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}},
+        "serving_nodes": {"hosts": {"backend1": {}}}}}}))
+    (tmp / "extra.yml").write_text(yaml.safe_dump(extra))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "ANSIBLE_CONFIG": str(ROLE.parents[1] / "ansible.cfg"),
+           "ANSIBLE_FILTER_PLUGINS": str(ROLE / "filter_plugins"), "ANSIBLE_CACHE_PLUGIN": "memory"}
+    return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(tmp / "inventory.yml"), str(tmp / "play.yml"),
+                           "-e", f"@{tmp / 'extra.yml'}"], capture_output=True, text=True, env=env, timeout=300,
+                          check=False)
 
 
 @pytest.fixture
