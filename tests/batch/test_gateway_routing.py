@@ -62,7 +62,8 @@ def _play(tmp: Path, extra: dict[str, object]) -> subprocess.CompletedProcess[st
         (tmp / "files").symlink_to(ROLE / "files")
     (tmp / "inventory.yml").write_text(yaml.safe_dump({"all": {"children": {
         "gateway": {"hosts": {"gw": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}},
-        "serving_nodes": {"hosts": {"backend1": {}}}}}}))
+        # Two serving hosts: each server line must stay a line of its own (the maxconn suffix).
+        "serving_nodes": {"hosts": {"backend1": {}, "backend2": {}}}}}}))
     (tmp / "extra.yml").write_text(yaml.safe_dump(extra))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "ANSIBLE_CONFIG": str(ROLE.parents[1] / "ansible.cfg"),
@@ -124,7 +125,8 @@ def test_batch_api_through_the_gateway_with_the_clients_own_key(
     url, ca, cfg = gateway_and_batch
     servers = re.findall(r"^\s*server (\S+) (\S+)(.*)$", cfg, re.MULTILINE)
     serving = [s for s in servers if not s[0].startswith("batch-")]
-    assert serving and all(f"maxconn {MAXCONN}" in s[2] for s in serving), servers
+    assert [s[0] for s in serving] == ["backend1", "backend2"], servers
+    assert all(s[2].split() == ["weight", "100", "maxconn", str(MAXCONN)] for s in serving), servers
     assert [s[1] for s in servers if s[0].startswith("batch-")] == [f"127.0.0.1:{gateway_and_batch_port(cfg)}"]
 
     alice = _client(url, ca, KEYS["alice"])
