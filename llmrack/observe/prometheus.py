@@ -2,22 +2,29 @@
 
 All queries are evaluated at one instant (`at`, default: now when the client is made), so the windows of one
 judgement line up even when the queries take a while.
+
+A Prometheus that asks for credentials (the inventory's llmrack_monitoring_user / llmrack_monitoring_password) gets
+them from LLMRACK_PROMETHEUS_USER / LLMRACK_PROMETHEUS_PASSWORD, or from the URL (http://user:password@host:9090).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import time
 from typing import Any
 
 import httpx
 
+from llmrack.contracts.inventory import MONITORING_USER_DEFAULT
 from llmrack.errors import LlmrackError
 from llmrack.observe.histogram import Histogram
 
 DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+USER_ENV = "LLMRACK_PROMETHEUS_USER"
+PASSWORD_ENV = "LLMRACK_PROMETHEUS_PASSWORD"
 
 
 class PrometheusError(LlmrackError):
@@ -35,16 +42,26 @@ class Prometheus:
         self.url = url.rstrip("/")
         self.at = time.time() if at is None else at
         self.timeout = timeout
+        password = os.environ.get(PASSWORD_ENV)
+        # Credentials in the URL (httpx sends them) win over the environment's.
+        self.auth: httpx.BasicAuth | None = None
+        if password and "@" not in self.url:
+            self.auth = httpx.BasicAuth(os.environ.get(USER_ENV) or MONITORING_USER_DEFAULT, password)
 
     def query(self, expr: str) -> list[tuple[dict[str, str], float]]:
         """An instant vector: (labels, value) per series."""
         try:
             r = httpx.get(f"{self.url}/api/v1/query", params={"query": expr, "time": f"{self.at:.3f}"},
-                          timeout=self.timeout)
+                          timeout=self.timeout, auth=self.auth)
         except httpx.HTTPError as exc:
             raise PrometheusError(f"cannot reach Prometheus at {self.url}: {exc}",
                                   hint="pass --prometheus with the URL of the Prometheus that scrapes the nodes") \
                 from None
+        if r.status_code == 401:
+            raise PrometheusError(f"Prometheus at {self.url} asks for credentials"
+                                  + (" and refused the ones given" if self.auth or "@" in self.url else ""),
+                                  hint=f"set {USER_ENV} and {PASSWORD_ENV} (the inventory's llmrack_monitoring_user "
+                                       "and llmrack_monitoring_password)")
         body: dict[str, Any] = {}
         with contextlib.suppress(ValueError):  # a proxy's HTML error page
             body = r.json()
