@@ -96,7 +96,8 @@ def _where_to_look(result: lab.UpResult, report_dir: Path | None, serving: bool)
         if serving and not gateway:
             _curl(node["serving_url"], data["api_key_file"])
         if node["prometheus_url"]:
-            stdout.print(f"  Prometheus UI: {node['prometheus_url']}", highlight=False)
+            stdout.print(f"  Prometheus UI: {node['prometheus_url']} (user llmrack, password: "
+                         f"cat {data['monitoring_password_file']})", highlight=False)
     if report_dir is not None:
         stdout.print(f"validation report: {report_dir / 'report.html'} (also report.json, junit.xml)", highlight=False)
     stdout.print(f"inventory: {data['inventory']}   status: llmrack lab status   tear down: llmrack lab down",

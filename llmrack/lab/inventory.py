@@ -22,6 +22,8 @@ from llmrack.contracts.inventory import (
     DEPLOYMENT_FILE,
     DEPLOYMENT_VAR,
     LAB_PROFILE_VAR,
+    MONITORING_PASSWORD_VAR,
+    MONITORING_USER_DEFAULT,
     NODE_ADDRESS_VAR,
     NODE_INTERFACE_VAR,
     SERVING_DEVICE_VAR,
@@ -81,6 +83,22 @@ def lab_vars(serving: dict[str, Any] | None) -> dict[str, Any]:
     return data
 
 
+# --- monitoring credentials ---
+def monitoring_password_file(lab_dir: Path) -> Path:
+    return lab_dir / "monitoring-password"
+
+
+def monitoring_credentials(state: LabState) -> str:
+    """user:password that the lab's Prometheus and HAProxy stats page ask for; made once, kept in the lab dir."""
+    path = monitoring_password_file(state.lab_dir)
+    if not path.exists():
+        state.lab_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(18) + "\n")
+        path.chmod(0o600)
+    return f"{MONITORING_USER_DEFAULT}:{path.read_text().strip()}"
+# --- end monitoring credentials ---
+
+
 def write_vault(state: LabState, ansible_bin: Path, api_key: str) -> None:
     pw = state.lab_dir / "vault-password"
     if not pw.exists():
@@ -94,7 +112,9 @@ def write_vault(state: LabState, ansible_bin: Path, api_key: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CONFIG"}
     proc = subprocess.run(
         [str(ansible_bin / "ansible-vault"), "encrypt", "--vault-password-file", str(pw), "--output", str(vault), "-"],
-        input=yaml.safe_dump({API_KEYS_VAR: [api_key]}), capture_output=True, text=True, env=env, check=False,
+        input=yaml.safe_dump({API_KEYS_VAR: [api_key],
+                              MONITORING_PASSWORD_VAR: monitoring_credentials(state).split(":", 1)[1]}),
+        capture_output=True, text=True, env=env, check=False,
     )
     if proc.returncode != 0:
         vault.unlink(missing_ok=True)
@@ -129,7 +149,8 @@ def write_inventory(state: LabState, deployment: dict[str, Any], serving: dict[s
     hosts = hosts_document(groups, [n.name for n in state.nodes if n.monitoring], {
         # Where the controller reads Prometheus (`serving.yml -e promote=true` asks the canary judge there): the
         # lab host reaches node1's Prometheus through its published port, not by the node's name.
-        **({"llmrack_prometheus_url": monitoring.prometheus_url} if monitoring and monitoring.prometheus_url else {}),
+        **({"llmrack_prometheus_url": monitoring.prometheus_address}
+           if monitoring and monitoring.prometheus_address else {}),
         # The firewall (site.yml) closes every node but to the host's side of the lab network: the host reaches
         # nodes only through published ports, which arrive from there.
         **({ADMIN_NETWORKS_VAR: [state.host_address]} if state.host_address else {}),

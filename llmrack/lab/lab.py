@@ -147,6 +147,8 @@ def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = 
         artifacts.ansible_vars if artifacts else None
     )
     inventory.write_vault(state, ansible_bin(), serving_artifacts.api_key(lab_dir))
+    for node in state.nodes:  # monitoring credentials: the lab's tools read Prometheus with them
+        node.prometheus_credentials = inventory.monitoring_credentials(state) if node.prometheus_port else None
     inventory.write_ansible_cfg(state)
     save(state)
     if not provision:
@@ -259,7 +261,7 @@ def status(lab_dir: Path) -> dict[str, Any]:
             "running": bool(info and info["State"]["Running"]),
             "ssh": f"127.0.0.1:{node.ssh_port}",
             "serving_url": node.serving_url,
-            "prometheus_url": node.prometheus_url,
+            "prometheus_url": node.prometheus_address,
             "last_run": state.last_run.get(node.name),
         })
     return {
@@ -270,6 +272,7 @@ def status(lab_dir: Path) -> dict[str, Any]:
         "ssh_key": str(state.ssh_key),
         "gateway_url": state.gateway_url,
         "rack_ca": str(state.rack_ca),
+        "monitoring_password_file": str(inventory.monitoring_password_file(state.lab_dir)),
         "nodes": out_nodes,
     }
 

@@ -39,6 +39,8 @@ class NodeState(BaseModel):
     gateway_port: int | None = None  # node1 runs the gateway (HAProxy): the rack's one endpoint
     address: str | None = None  # on the lab network, as podman reports it after boot (the gateway's backend address)
     interface: str | None = None  # the lab network's interface inside the node (the collectives' socket interface)
+    # --- monitoring credentials: "user:password" Prometheus asks for (the lab's vault has the password too) ---
+    prometheus_credentials: str | None = None
 
     @property
     def gateway_url(self) -> str | None:
@@ -51,6 +53,16 @@ class NodeState(BaseModel):
 
     @property
     def prometheus_url(self) -> str | None:
+        """With the credentials Prometheus asks for (httpx sends a URL's user and password): what the lab's tools
+        and tests read it at."""
+        if not self.prometheus_port:
+            return None
+        auth = f"{self.prometheus_credentials}@" if self.prometheus_credentials else ""
+        return f"http://{auth}127.0.0.1:{self.prometheus_port}"
+
+    @property
+    def prometheus_address(self) -> str | None:
+        """Without credentials: what the lab prints and writes to its inventory."""
         return f"http://127.0.0.1:{self.prometheus_port}" if self.prometheus_port else None
 
 
