@@ -10,9 +10,12 @@ gateway's config are put back at the end, so the other lab tests see the lab as 
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -101,6 +104,96 @@ def _tenant_usage(url: str) -> dict[tuple[str, str], float]:
             series, value = line.rsplit(" ", 1)
             out[(series.split("{")[0], series.split('tenant="')[1].split('"')[0])] = float(value)
     return out
+
+
+# Run on a node: connect to each host:port at once; "open" (connected), "refused" (nothing listens: RST) or
+# "dropped" (no answer within the timeout: what the firewall does to what it does not accept).
+PROBE = """
+import concurrent.futures, socket, sys
+def probe(target):
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        return "open"
+    except socket.timeout:
+        return "dropped"
+    except OSError:
+        return "refused"
+with concurrent.futures.ThreadPoolExecutor(16) as pool:
+    print(" ".join(pool.map(probe, sys.argv[1:])))
+"""
+
+
+def _probe(result: lab.UpResult, node: str, targets: list[str]) -> dict[str, str]:
+    out = host_of(result, node).run("python3 -c %s " + " ".join(["%s"] * len(targets)), PROBE, *targets)
+    assert out.rc == 0, out.stderr
+    return dict(zip(targets, out.stdout.split(), strict=True))
+
+
+def test_ports_closed_to_other_nodes_open_to_gateway_and_prometheus(lab_up: lab.UpResult) -> None:
+    """The firewall (site.yml, the lab's admin network is the host's side): node2 is neither the gateway nor
+    Prometheus, so node1's serving port, exporter, HAProxy's stats/metrics port and SSH do not answer it, while the
+    gateway's API does; node1 (gateway and Prometheus) reaches node2's serving port and exporter. The host, the
+    admin network, reaches everything (every other lab test)."""
+    state = lab_up.state
+    gateway, other = state.nodes[0], state.nodes[1]
+    assert gateway.gateway_port and gateway.monitoring, "node1 is the lab's gateway and Prometheus"
+    closed = [f"{gateway.name}:{p}" for p in (8000, 9100, 8404, 22)]
+    started = time.monotonic()
+    from_other = _probe(lab_up, other.name, [*closed, f"{gateway.name}:8080"])
+    from_gateway = _probe(lab_up, gateway.name, [f"{other.name}:8000", f"{other.name}:9100"])
+    print(f"\nfrom {other.name}: {from_other}; from {gateway.name}: {from_gateway} "
+          f"({time.monotonic() - started:.1f} s)")
+    assert {t: from_other[t] for t in closed} == dict.fromkeys(closed, "dropped")
+    assert from_other[f"{gateway.name}:8080"] == "open"
+    assert set(from_gateway.values()) == {"open"}, from_gateway
+    for node in state.nodes:
+        table = host_of(lab_up, node.name).check_output("nft list table inet llmrack")
+        assert "policy drop" in table and state.host_address and state.host_address in table, table
+        if node is gateway:  # node2's probes were dropped, and counted
+            assert int(table.split("counter packets ")[1].split()[0]) > 0, table
+
+
+def test_prometheus_and_the_stats_page_ask_for_credentials(lab_up: lab.UpResult) -> None:
+    """One pair of credentials from the lab's vault (llmrack_monitoring_user / _password): Prometheus' API refuses
+    a request without them (401) and answers one with them, Prometheus scrapes itself with them, `llmrack usage`
+    reads it with them from the environment (and without them exits 2 naming what to set), and HAProxy's stats
+    page on node1's management address asks for them while its /metrics does not."""
+    state = lab_up.state
+    node1 = state.nodes[0]
+    assert node1.prometheus_credentials and node1.prometheus_address and node1.address
+    user, password = node1.prometheus_credentials.split(":", 1)
+    query = f"{node1.prometheus_address}/api/v1/query"
+    assert httpx.get(query, params={"query": "up"}, timeout=10).status_code == 401
+    assert httpx.get(query, params={"query": "up"}, auth=(user, "wrong"), timeout=10).status_code == 401
+    deadline = time.monotonic() + 40
+    while True:  # a target is up at its first successful scrape (every 15 s)
+        r = httpx.get(query, params={"query": 'up{job="prometheus"}'}, auth=(user, password), timeout=10)
+        assert r.status_code == 200, r.text
+        if [row["value"][1] for row in r.json()["data"]["result"]] == ["1"]:
+            break
+        assert time.monotonic() < deadline, f"Prometheus does not scrape itself with its credentials: {r.text}"
+        time.sleep(2)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMRACK_PROMETHEUS")}
+    usage = [sys.executable, "-m", "llmrack", "usage", "--prometheus", node1.prometheus_address, "--since", "1h",
+             "--json"]
+    refused = subprocess.run(usage, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "LLMRACK_PROMETHEUS_PASSWORD" in refused.stderr, refused.stderr
+    answered = subprocess.run(usage, env={**env, "LLMRACK_PROMETHEUS_USER": user,
+                                          "LLMRACK_PROMETHEUS_PASSWORD": password},
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert answered.returncode == 0, answered.stderr
+
+    # The stats page, from node1 itself (node2 is firewalled off the port); the uri module never logs the password.
+    gateway = host_of(lab_up, node1.name)
+    stats = f"http://{node1.address}:8404"
+    assert gateway.ansible("uri", f"url={stats}/stats status_code=401", check=False)["status"] == 401
+    assert gateway.ansible("uri", f"url={stats}/metrics", check=False)["status"] == 200
+    ok = gateway.ansible("uri", f"url={stats}/stats url_username={user} url_password={password} "
+                                "force_basic_auth=true", check=False)
+    assert ok["status"] == 200, ok
+    print("\nPrometheus: 401 without credentials, 200 with; stats page: 401 without, 200 with")
 
 
 def test_front_door_tls_keys_quotas_revocation_and_usage(lab_up: lab.UpResult, tmp_path: Path) -> None:
