@@ -262,17 +262,22 @@ class ServingImageProbe:
     runtime_args: tuple[str, ...] = ()
 
     def command(self, level: str) -> str:
+        return self.run("the probe", '--mount type=bind,src="$d",dst=/llmrack-probe,options=rbind:ro '
+                        "--mount type=bind,src=/dev/shm,dst=/dev/shm,options=rbind:rw ",
+                        f"llmrack-probe-$$ python /llmrack-probe/probe.py --level {shlex.quote(level)}")
+
+    def run(self, what: str, options: str, argv: str, prefix: str = "") -> str:
+        """Shell that runs `argv` (container id, then the command) with ctr's `options` in the image of the
+        running serving container; exit 125 naming the container where there is none. `prefix` goes before ctr."""
         ns, ctr = shlex.quote(self.namespace), shlex.quote(self.container)
         args = " ".join(shlex.quote(a) for a in self.runtime_args)
         return (
             f"img=$(ctr -n {ns} containers info {ctr} 2>/dev/null"
             " | sed -n 's/^ *\"Image\": \"\\(.*\\)\",*$/\\1/p' | head -n1); "
             f'if [ -z "$img" ]; then echo "no {self.container} container in namespace {self.namespace}: '
-            'no serving image to run the probe in" >&2; exit 125; fi; '
-            f"ctr -n {ns} run --rm --snapshotter {shlex.quote(self.snapshotter)} {args} "
-            '--mount type=bind,src="$d",dst=/llmrack-probe,options=rbind:ro '
-            "--mount type=bind,src=/dev/shm,dst=/dev/shm,options=rbind:rw "
-            f'"$img" llmrack-probe-$$ python /llmrack-probe/probe.py --level {shlex.quote(level)}'
+            f'no serving image to run {what} in" >&2; exit 125; fi; '
+            f"{prefix}ctr -n {ns} run --rm --snapshotter {shlex.quote(self.snapshotter)} {args} {options}"
+            f'"$img" {argv}'
         )
 
 

@@ -49,22 +49,14 @@ def replicas(members: list[Member]) -> dict[str, list[Member]]:
 def command(member: Member, world: int, master: str, sizes_mib: tuple[int, ...] = SIZES_MIB,
             iters: int = 5) -> str:
     """The shell command one node runs: allreduce.py in the image of its running serving container."""
-    image = member.image
-    ns, ctr = shlex.quote(image.namespace), shlex.quote(image.container)
     source = base64.b64encode(resources.files("llmrack.validation").joinpath("allreduce.py").read_bytes()).decode()
     interface = member.vars.get(NODE_INTERFACE_VAR)
     args = [f"--rank {member.rank}", f"--world {world}", f"--master {shlex.quote(master)}",
             f"--sizes-mib {','.join(map(str, sizes_mib))}", f"--iters {iters}",
             *([f"--interface {shlex.quote(str(interface))}"] if interface else [])]
-    runtime = " ".join(shlex.quote(a) for a in image.runtime_args)
-    return (
-        f"img=$(ctr -n {ns} containers info {ctr} 2>/dev/null"
-        " | sed -n 's/^ *\"Image\": \"\\(.*\\)\",*$/\\1/p' | head -n1); "
-        f'if [ -z "$img" ]; then echo "no {image.container} container in namespace {image.namespace}: '
-        'no serving image to run the all-reduce in" >&2; exit 125; fi; '
-        f"timeout {TIMEOUT_S} ctr -n {ns} run --rm --net-host --snapshotter {shlex.quote(image.snapshotter)} "
-        f'{runtime} "$img" llmrack-allreduce-$$ python3 -c "$(echo {source} | base64 -d)" {" ".join(args)}'
-    )
+    return member.image.run("the all-reduce", "--net-host ",
+                            f'llmrack-allreduce-$$ python3 -c "$(echo {source} | base64 -d)" {" ".join(args)}',
+                            prefix=f"timeout {TIMEOUT_S} ")
 
 
 def allreduce(members: list[Member]) -> Item:
