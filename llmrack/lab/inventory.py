@@ -19,6 +19,7 @@ from llmrack.contracts.inventory import (
     ACCELERATOR_VAR,
     ADMIN_NETWORKS_VAR,
     API_KEYS_VAR,
+    BATCH_GROUP,
     DEPLOYMENT_FILE,
     DEPLOYMENT_VAR,
     LAB_PROFILE_VAR,
@@ -39,6 +40,8 @@ from llmrack.stack_inventory import nodes_per_replica
 
 ANSIBLE_DIR = Path(__file__).resolve().parents[2] / "ansible"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
+# The mirror's directory of llmrack's wheel and the batch service's wheels (llmrack.batch.wheelhouse).
+BATCH_WHEELS = "python"
 
 
 def ensure_ssh_key(state: LabState) -> None:
@@ -160,6 +163,15 @@ def write_inventory(state: LabState, deployment: dict[str, Any], serving: dict[s
         "ansible_ssh_private_key_file": str(state.ssh_key.resolve()),
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
     }, gateway=[n.name for n in state.nodes if n.gateway_port])
+    # --- batch service: on the gateway (site.yml's batch play), installed from the wheels in the lab's mirror ---
+    batch_vars: dict[str, Any] = {}
+    wheels = sorted((state.lab_dir / "mirror" / BATCH_WHEELS).glob("llmrack-*.whl"))
+    gateways = [n.name for n in state.nodes if n.gateway_port]
+    if serving and wheels and gateways:
+        hosts["all"]["children"][BATCH_GROUP] = {"hosts": {gateways[0]: {}}}
+        batch_vars = {"batch_wheel": str(wheels[-1].resolve()),
+                      "batch_pip_find_links": f"{MIRROR_ON_NODE}/{BATCH_WHEELS}"}
+    # --- end batch service ---
     header = "# Written by `llmrack lab up`; regenerated on every run.\n"
     state.inventory.write_text(header + yaml.safe_dump(hosts, sort_keys=False))
     (inv / DEPLOYMENT_FILE).write_text(
@@ -168,7 +180,7 @@ def write_inventory(state: LabState, deployment: dict[str, Any], serving: dict[s
     # The gateway play puts the rack CA's certificate where the lab's clients look for it.
     gateway_ca = {"gateway_tls_ca_fetch_to": str(state.rack_ca.resolve())}
     (inv / "group_vars" / "all" / "lab.yml").write_text(
-        header + yaml.safe_dump({**lab_vars(serving), **gateway_ca}, sort_keys=False))
+        header + yaml.safe_dump({**lab_vars(serving), **gateway_ca, **batch_vars}, sort_keys=False))
 
 
 def write_ansible_cfg(state: LabState) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmrack.batch import wheelhouse
 from llmrack.errors import LlmrackError, UsageError
 from llmrack.images import build
 from llmrack.lab import image, inventory, nodes, registry, serving_artifacts, sim
@@ -116,6 +117,11 @@ def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = 
     sim.build_mirror(mirror)
     artifacts = serving_artifacts.prepare(lab_dir, mirror, log=step, engine=engine,
                                           arch=arch) if serving else None
+    # --- batch service: llmrack's wheel and the wheels of its batch extra, for the batch role on the gateway ---
+    if serving:
+        step("mirror: llmrack's wheel and the batch service's wheels")
+        wheelhouse.wheelhouse(mirror / inventory.BATCH_WHEELS, cache=serving_artifacts.cache_dir(lab_dir) / "wheels")
+    # --- end batch service ---
     timings["artifacts"] = time.monotonic() - t
 
     t = time.monotonic()
