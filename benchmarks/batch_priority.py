@@ -3,6 +3,7 @@ against the idle capacity of the same upstream.
 
     .venv/bin/python benchmarks/batch_priority.py --upstream URL --batch URL [--model NAME] [--seconds 30]
     .venv/bin/python benchmarks/batch_priority.py --local   # starts a tiny llmrack server and the batch service
+    .venv/bin/python benchmarks/batch_priority.py --lab-dir DIR   # a running lab: everything through its gateway
 
 Phases, one after the other, on the same upstream:
   1. capacity  a closed loop of --capacity-clients direct requests (no batch service): the idle rack's tokens/s
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import statistics
 import subprocess
 import sys
@@ -32,6 +34,8 @@ import httpx
 from llmrack.batch.protocol import BATCH_PRIORITY
 
 PROMPT = "Summarise the state of the rack for the operator on call tonight"
+# What every client of the run sends and trusts (--lab-dir: the lab's key and rack CA).
+HTTP: dict[str, Any] = {}
 
 
 def _chat(model: str, max_tokens: int, **extra: Any) -> dict[str, Any]:
@@ -43,7 +47,7 @@ async def capacity(upstream: str, model: str, clients: int, seconds: float, max_
     """Generated tokens/s of a saturating closed loop straight at the upstream."""
     tokens = 0
     deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(base_url=upstream, timeout=300) as http:
+    async with httpx.AsyncClient(base_url=upstream, timeout=300, **HTTP) as http:
         async def user() -> None:
             nonlocal tokens
             while time.monotonic() < deadline:
@@ -59,7 +63,7 @@ async def online(upstream: str, model: str, clients: int, seconds: float, think:
     """TTFT (s) of every streamed request of `clients` users, each sending one at a time."""
     ttfts: list[float] = []
     deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(base_url=upstream, timeout=300) as http:
+    async with httpx.AsyncClient(base_url=upstream, timeout=300, **HTTP) as http:
         async def user(i: int) -> None:
             await asyncio.sleep(think * i / clients)  # spread the users' starts
             while time.monotonic() < deadline:
@@ -85,7 +89,7 @@ def _requests_file(path: Path, model: str, lines: int, max_tokens: int) -> Path:
 
 
 def start_job(batch: str, path: Path) -> str:
-    with httpx.Client(base_url=batch, timeout=60) as http:
+    with httpx.Client(base_url=batch, timeout=60, **HTTP) as http:
         file_id = http.post("/v1/files", data={"purpose": "batch"},
                             files={"file": (path.name, path.read_bytes())}).json()["id"]
         created = http.post("/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions",
@@ -95,12 +99,12 @@ def start_job(batch: str, path: Path) -> str:
 
 
 def job(batch: str, batch_id: str) -> dict[str, Any]:
-    got: dict[str, Any] = httpx.get(f"{batch}/v1/batches/{batch_id}", timeout=60).json()
+    got: dict[str, Any] = httpx.get(f"{batch}/v1/batches/{batch_id}", timeout=60, **HTTP).json()
     return got
 
 
 def cancel(batch: str, batch_id: str) -> dict[str, Any]:
-    got: dict[str, Any] = httpx.post(f"{batch}/v1/batches/{batch_id}/cancel", timeout=60).json()
+    got: dict[str, Any] = httpx.post(f"{batch}/v1/batches/{batch_id}/cancel", timeout=60, **HTTP).json()
     return got
 
 
@@ -112,7 +116,9 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     out["capacity_tokens_per_s"] = await capacity(a.upstream, a.model, a.capacity_clients, a.seconds, a.max_tokens)
     tmp = Path(tempfile.mkdtemp(prefix="batch-bench-"))
-    lines = int(out["capacity_tokens_per_s"] * a.seconds * 3 / a.max_tokens) + 50  # outlasts the online phase
+    # Outlasts the online phase (and is at least --lines long).
+    lines = max(a.lines, int(out["capacity_tokens_per_s"] * a.seconds * 3 / a.max_tokens) + 50)
+    out["job_lines"] = lines
     # Rounds alternate without and with batch, so load from anything else on the machine hits both alike.
     alone: list[float] = []
     shared: list[float] = []
@@ -177,12 +183,29 @@ def local(a: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
     return [batch, server]
 
 
+def lab(a: argparse.Namespace) -> None:
+    """A running lab (`llmrack lab up --lab-dir DIR`): online users, the direct clients and the batch job all go
+    through its gateway (TLS, the lab's key), so the batch service and both nodes are the rack's own."""
+    from llmrack.lab import lab as labs  # noqa: PLC0415
+    from llmrack.lab import serving_artifacts  # noqa: PLC0415
+
+    state = labs.require(Path(a.lab_dir))
+    if not state.gateway_url:
+        raise SystemExit(f"the lab in {a.lab_dir} has no gateway")
+    a.upstream = a.batch = state.gateway_url
+    a.model = serving_artifacts.SERVED_NAME
+    HTTP.update(headers={"Authorization": f"Bearer {serving_artifacts.api_key(state.lab_dir)}"},
+                verify=ssl.create_default_context(cafile=str(state.rack_ca)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--upstream", help="the rack's OpenAI API (gateway or node)")
     parser.add_argument("--batch", help="the batch service")
     parser.add_argument("--model", help="served model name")
     parser.add_argument("--local", action="store_true", help="start a tiny llmrack server and a batch service")
+    parser.add_argument("--lab-dir", help="a running lab: its gateway is the upstream and the batch service")
+    parser.add_argument("--lines", type=int, default=0, help="the batch job's lines, at least (default: enough)")
     parser.add_argument("--max-num-seqs", type=int, default=16, help="--local: the server's batch size")
     parser.add_argument("--threads", type=int, default=1, help="--local: the server's torch threads")
     parser.add_argument("--batch-priority", type=int, default=BATCH_PRIORITY,
@@ -196,6 +219,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     a = parser.parse_args()
     procs = local(a) if a.local else []
+    if a.lab_dir:
+        lab(a)
     if not (a.upstream and a.batch and a.model):
         parser.error("give --upstream, --batch and --model, or --local")
     try:
@@ -208,6 +233,7 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
     alone, shared = report["online_alone"], report["online_with_batch"]
+    print(f"batch job                {report['job_lines']:8d} lines of {a.max_tokens} tokens")
     print(f"idle capacity            {report['capacity_tokens_per_s']:8.1f} tokens/s "
           f"({a.capacity_clients} direct clients)")
     print(f"online alone             TTFT p50 {alone['ttft_p50_s'] * 1000:7.1f} ms  p99 "
