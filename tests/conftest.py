@@ -1,22 +1,24 @@
 """Every run ends by saying where its time went: per module, and the slowest tests (the suite has a budget).
 
-The suite runs on two pytest-xdist workers (pyproject's addopts: `-n 2 --dist loadgroup`). Each module is one
-work unit, so a module's fixtures start once; every module that uses the session lab (tests/lab/conftest.py's
-`lab_up`) is one unit together, so that lab boots once. The labs are the long poles: their units go first, one
-per worker, and the other modules fill the second worker while the session lab's tests run on the first.
-`-n 0` runs everything in one process, in the same order.
+The suite runs on two pytest-xdist workers (pyproject's addopts: `-n 2`), scheduled by `LabFirstScheduling`
+below: each module is one work unit, so a module's fixtures start once; every module that uses the session lab
+(tests/lab/conftest.py's `lab_up`) is one unit together, so that lab boots once. The labs are the long poles:
+their units go first, one per worker, and the other modules fill the second worker while the session lab's tests
+run on the first. `-n 0` runs everything in one process, in the same order.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _pytest.terminal import TerminalReporter
 
 TOP_TESTS = 10
-SESSION_LAB_GROUP = "session-lab"
+SESSION_LAB_UNIT = "session-lab"
 LAB_TESTS = Path(__file__).parent / "lab"
 
 
@@ -27,22 +29,40 @@ def _this_suite(config: pytest.Config) -> bool:
     return config.rootpath == LAB_TESTS.parent.parent
 
 
-def _work_unit(item: pytest.Item, session_lab_modules: set[Path]) -> tuple[int, str]:
-    """(rank, group): lower ranks are handed out first."""
-    if item.path in session_lab_modules:
-        return 0, SESSION_LAB_GROUP
-    return (1 if item.path.is_relative_to(LAB_TESTS) else 2), item.path.relative_to(LAB_TESTS.parent).as_posix()
+def _session_lab_modules() -> set[str]:
+    """The lab modules whose tests use the session lab, as nodeid prefixes (tests/lab/test_x.py)."""
+    return {f"{p.relative_to(LAB_TESTS.parents[1]).as_posix()}" for p in LAB_TESTS.glob("test_*.py")
+            if re.search(r"\blab_up\b", p.read_text())}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def _work_unit(nodeid: str, session_lab: set[str]) -> tuple[int, str]:
+    """(rank, unit) of a test: lower ranks are handed out first."""
+    module = nodeid.split("::", 1)[0]
+    if module in session_lab:
+        return 0, SESSION_LAB_UNIT
+    return (1 if module.startswith("tests/lab/") else 2), module
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    # xdist's own `--dist loadgroup` cannot be used: it renames each test's nodeid, which pytest 9 no longer allows.
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    session_lab = _session_lab_modules()
+
+    class LabFirstScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return _work_unit(nodeid, session_lab)[1]
+
+    return LabFirstScheduling(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The order the scheduler hands units out in: the session lab's, the other labs', then the rest."""
     if not _this_suite(config):
         return
-    session_lab_modules = {item.path for item in items if "lab_up" in getattr(item, "fixturenames", ())}
-    units = {item.nodeid: _work_unit(item, session_lab_modules) for item in items}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(units[item.nodeid][1]))
-    items.sort(key=lambda item: units[item.nodeid][0])  # stable: each unit keeps its tests' order
+    session_lab = _session_lab_modules()
+    items.sort(key=lambda item: _work_unit(item.nodeid, session_lab)[0])  # stable: each unit keeps its order
 
 
 def pytest_terminal_summary(terminalreporter: TerminalReporter, config: pytest.Config) -> None:
@@ -53,7 +73,7 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, config: pytest.C
         for report in reports:
             # Set-up counts too: a shared fixture (the session lab) is charged to the first test that uses it.
             if isinstance(report, pytest.TestReport):
-                per_test[report.nodeid.split("@", 1)[0]] += report.duration  # xdist adds "@group"
+                per_test[report.nodeid] += report.duration
     if not per_test:
         return
     per_module: dict[str, list[float]] = defaultdict(list)
