@@ -16,8 +16,11 @@ from tests.lab.hosts import host_of
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-# Where each secret is meant to live: the user's copy of the lab key, the vault password, the key file on a node.
+# Where each secret is meant to live: the user's copy of the lab key, the vault password, the key file on a node,
+# and on the gateway node the batch service's two (the clients' keys it checks, the key it sends to the gateway).
 NODE_KEY_FILE = "/etc/llmrack/serving-api-keys"
+BATCH_KEY_FILES = ("/etc/llmrack/batch/api-keys", "/etc/llmrack/batch/upstream-key")
+KEY_FILES = " ".join(f"-e {f}" for f in (NODE_KEY_FILE, *BATCH_KEY_FILES))
 # kubeconfig credentials (a user's client key, certificate or token) have these keys.
 KUBECONFIG_MARKERS = ("client-key-data:", "client-certificate-data:", "kind: Config\nusers:")
 NODE_DIRS = "/etc /root /tmp /var/log /var/lib/llmrack /opt /srv"
@@ -58,10 +61,10 @@ def test_no_secret_in_any_output(lab_up: lab.UpResult, tmp_path_factory: pytest.
     scanned_node_files = 0
     for node in state.nodes:
         host = host_of(lab_up, node.name)
-        listing = host.run(f"grep -rIl --exclude-dir=proc -e . {NODE_DIRS} 2>/dev/null | grep -vxF {NODE_KEY_FILE}")
+        listing = host.run(f"grep -rIl --exclude-dir=proc -e . {NODE_DIRS} 2>/dev/null | grep -vxF {KEY_FILES}")
         scanned_node_files += len(listing.stdout.split())
         for name, secret in secrets.items():
-            hits = host.run(f"grep -rIlF --exclude-dir=proc -e %s {NODE_DIRS} 2>/dev/null | grep -vxF {NODE_KEY_FILE}",
+            hits = host.run(f"grep -rIlF --exclude-dir=proc -e %s {NODE_DIRS} 2>/dev/null | grep -vxF {KEY_FILES}",
                             secret.decode())
             found += [f"{name} in {node.name}:{p}" for p in hits.stdout.split()]
             journal = host.run("journalctl --no-pager -o cat | grep -cF -e %s", secret.decode()).stdout.strip()
@@ -75,6 +78,9 @@ def test_no_secret_in_any_output(lab_up: lab.UpResult, tmp_path_factory: pytest.
     # The key really is in use on every node (so the audit searched for the right string).
     for node in state.nodes:
         assert host_of(lab_up, node.name).file(NODE_KEY_FILE).contains(key)
+        for path in BATCH_KEY_FILES:  # where the batch service runs: not readable by other users
+            held = host_of(lab_up, node.name).file(path)
+            assert not held.exists or held.mode & 0o007 == 0, (node.name, path, oct(held.mode))
     print(f"\nsecrets audit: {len(files)} host files, {scanned_node_files} node files, journals and ps of "
           f"{len(state.nodes)} nodes and the host: {len(found)} secrets found")
     assert found == []

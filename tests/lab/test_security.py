@@ -255,8 +255,10 @@ def test_front_door_tls_keys_quotas_revocation_and_usage(lab_up: lab.UpResult, t
             applied = lab.provision(state.lab_dir, "keys.yml", ["-e", f"@{extra}"])
             assert applied.rc == 0, f"see {applied.log}"
             applied_after = time.monotonic() - revoked_at
+            applied_index = len(doomed.results)  # the doomed key's requests answered when keys.yml returned
             deadline = time.monotonic() + 10
-            while not any("HTTP 401" in o for _, o in doomed.results[-3:]):
+            while len(doomed.results) < applied_index + 4 or not all(
+                    "HTTP 401" in o for _, o in doomed.results[-3:]):
                 assert time.monotonic() < deadline, "the revoked key is still served 10 s after keys.yml"
                 time.sleep(0.2)
             refused_after = time.monotonic() - revoked_at
@@ -269,18 +271,19 @@ def test_front_door_tls_keys_quotas_revocation_and_usage(lab_up: lab.UpResult, t
         assert _p99(busy) < 5.0
         assert flood.statuses[429] > 0 and flood.retry_after == {"1"}
         assert set(flood.statuses) <= {200, 429}, flood.statuses
-        # Before the revocation took, the doomed key's requests succeeded; after it, only 401s.
+        # The doomed key's requests were served until the revocation reached them and refused after: nothing else.
+        # While keys.yml runs, a request is served or refused by whichever of the nodes and then the gateway has
+        # the new store; once keys.yml has returned (the one request then in flight aside: one client), only 401s.
         outcomes = [o for _, o in doomed.results]
-        first_refusal = next(i for i, o in enumerate(outcomes) if "HTTP 401" in o)
-        assert all(o == "ok" for o in outcomes[:first_refusal])
-        assert all("HTTP 401" in o for o in outcomes[first_refusal:])
+        assert all(o == "ok" or "HTTP 401" in o for o in outcomes), Counter(outcomes)
+        assert all("HTTP 401" in o for o in outcomes[applied_index + 1:]), outcomes[applied_index:]
 
         # --- usage: what the nodes counted for alpha equals what the clients were answered ------------------
         time.sleep(1)
         usage_after = {n.name: _tenant_usage(n.serving_url) for n in state.nodes}
         counted = sum(usage_after[n].get((names.counter_series(names.TENANT_REQUESTS), "alpha"), 0)
                       - usage_before[n].get((names.counter_series(names.TENANT_REQUESTS), "alpha"), 0) for n in nodes)
-        answered = 60 + len([o for _, o in steady.results if o == "ok"]) + first_refusal
+        answered = 60 + len([o for _, o in steady.results if o == "ok"]) + outcomes.count("ok")
         print(f"usage: alpha requests counted by the nodes {counted:.0f}, answered to the clients {answered}")
         assert counted == answered
     finally:
