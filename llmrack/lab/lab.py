@@ -41,6 +41,14 @@ class UpResult:
         return sorted(h for h, c in self.recap.items() if c.get("failed", 0) or c.get("unreachable", 0))
 
     @property
+    def failed_tasks(self) -> list[str]:
+        """The log's `fatal:`/`failed:` lines, the failed tasks' messages (the log goes with the lab's directory)."""
+        if self.log is None or not self.log.exists():
+            return []
+        return [line.strip() for line in self.log.read_text(errors="replace").splitlines()
+                if line.lstrip().startswith(("fatal:", "failed:"))]
+
+    @property
     def unreached_hosts(self) -> list[str]:
         """Nodes a failed run never got to (a `serial` play stops at its first failed node). A playbook that
         targets only some groups leaves the rest out of the recap on success too: those are not listed."""

@@ -119,7 +119,8 @@ def judge(stable: VariantStats, canary: VariantStats, t: CanaryThresholds) -> Ju
                 stable.requests >= t.min_requests and canary.requests >= t.min_requests)]
     if not rows[0].passed:
         return Judgement(Verdict.cannot_judge, rows,
-                         f"too little traffic: each variant needs {t.min_requests} requests in the window")
+                         f"too little traffic: each variant needs {t.min_requests} requests in the window "
+                         f"(stable {rows[0].stable}, canary {rows[0].canary})")
     rows.append(Row("error rate", f"{stable.error_rate:.2%}", f"{canary.error_rate:.2%}",
                     f"<= stable + {t.max_error_rate_increase:.2%}",
                     canary.error_rate <= stable.error_rate + t.max_error_rate_increase))
@@ -131,9 +132,11 @@ def judge(stable: VariantStats, canary: VariantStats, t: CanaryThresholds) -> Ju
                         value < t.max_output_length_psi))
     else:
         rows.append(Row("output length PSI", "-", "-", f"< {t.max_output_length_psi:g}", None))
-    failed = [r.check for r in rows if r.passed is False]
+    failed = [r for r in rows if r.passed is False]
     if failed:
-        return Judgement(Verdict.roll_back, rows, "canary worse than stable: " + ", ".join(failed))
+        # The figures go into the reason: it is the one line a refused promote prints.
+        return Judgement(Verdict.roll_back, rows, "canary worse than stable: " + "; ".join(
+            f"{r.check} {r.canary} against stable {r.stable} (limit {r.limit})" for r in failed))
     unjudged = [r.check for r in rows if r.passed is None]
     if unjudged:
         return Judgement(Verdict.cannot_judge, rows, "no data for " + ", ".join(unjudged))

@@ -191,9 +191,11 @@ def test_canary_promoted_on_the_judges_word_and_a_rolling_release_under_load_fai
                 lab_dir, "serving.yml", [*inventories, "-e", "promote=true", "-e", f"@{unjudgeable}", *new_release])
             assert running(canary) == digest and running(stable) == inventory_release
             # Two scrapes of the canary under load give the judge its requests (the lab spec: 50 per variant).
-            _wait_for_scrape(lab_up.state.monitoring_node.prometheus_url or "",  # type: ignore[union-attr]
-                             f'{metrics.counter_series(metrics.REQUEST_SUCCESS)}{{variant="canary"}} > 60', "node",
-                             {canary}, timeout=180)
+            scraped = _wait_for_scrape(
+                lab_up.state.monitoring_node.prometheus_url or "",  # type: ignore[union-attr]
+                f'{metrics.counter_series(metrics.REQUEST_SUCCESS)}{{variant="canary"}} > 60', "node", {canary},
+                timeout=180)
+            assert scraped == {canary}, f"Prometheus never saw 60 answers from the canary {canary} in 180 s"
             runs["promote"] = lab.provision(lab_dir, "serving.yml", [*inventories, "-e", "promote=true", *new_release])
             # And back to the inventory's release: a full rolling release of every node, still under load.
             runs["back"] = lab.provision(lab_dir, "serving.yml")
@@ -210,7 +212,7 @@ def test_canary_promoted_on_the_judges_word_and_a_rolling_release_under_load_fai
         restarted = {"canary": [canary], "promote": [stable], "back": names}
         for what, hosts in restarted.items():
             run = runs[what]
-            assert run.rc == 0, f"{what}: see {run.log}"
+            assert run.rc == 0, f"{what}: see {run.log}: " + " | ".join(t[:800] for t in run.failed_tasks)
             assert sorted(h for h, c in run.recap.items() if c["changed"] > 0) == hosts, (what, run.recap)
             # Each restarted node, one at a time, was drained at the gateway before its restart and taken back after
             # /ready; every node of the run passes the return task once (the others to stay in service).

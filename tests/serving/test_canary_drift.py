@@ -116,12 +116,16 @@ def test_judge_rolls_back_a_slower_canary_and_promotes_a_healthy_one(qwen2_dir: 
     assert worse.verdict is Verdict.roll_back, worse
     assert rows["TTFT p99"].passed is False and rows["error rate"].passed is True
     assert rows["output length PSI"].passed is True  # same lengths: only the latency is worse
+    # The reason, the one line a refused promote prints, names the failed check with its figures.
+    ttft = rows["TTFT p99"]
+    assert f"TTFT p99 {ttft.canary} against stable {ttft.stable} (limit {ttft.limit})" in worse.reason, worse.reason
 
     assert good.verdict is Verdict.promote, good
 
     # Less traffic than the spec asks for: no verdict either way.
     thin = judge(stable, healthy, CanaryThresholds(min_requests=REQUESTS + 1))
     assert thin.verdict is Verdict.cannot_judge and int(thin.verdict) == 2
+    assert f"(stable {REQUESTS}, canary {REQUESTS})" in thin.reason, thin.reason
 
 
 def test_drift_sees_a_shift_of_prompt_lengths_not_of_output_lengths(qwen2_dir: Path) -> None:
