@@ -56,6 +56,9 @@ class Accelerator(BaseModel):
     matmul_efficiency: float = Field(description="fraction of peak BF16 a large GEMM reaches in practice")
     hbm_efficiency: float = Field(description="fraction of peak HBM bandwidth a copy reaches in practice")
     allreduce_busbw_gbps: float = Field(description="all-reduce bus bandwidth over one node, in practice")
+    internode_allreduce_busbw_gbps: float | None = Field(
+        None, description="all-reduce bus bandwidth across nodes of the reference server's scale-out fabric, in "
+        "practice (sources.internode says which fabric); None where no figure is known")
     sources: dict[str, str]
     uncertain: list[str] = []
 
