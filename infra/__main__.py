@@ -12,7 +12,7 @@ from infra.components.monitoring import Monitoring
 from infra.components.security import FrontDoorSecurity, security_args
 from infra.components.serving import ServingStack
 from infra.components.static_fleet import StaticFleet
-from infra.rules import NAMESPACE
+from infra.rules import NAMESPACE, StackConfigError
 from infra.wiring import component_args
 
 # Everything is read and checked, and every component's arguments validated, before the first resource.
@@ -31,6 +31,15 @@ front_door = (security_args(security_config, cfg.serving.namespace, cfg.spec.nam
                             list(args.serving.allowlist or []), stack_config.get_secret("tlsCertificate"),
                             stack_config.get_secret("tlsPrivateKey"))
               if security_config is not None else None)
+# serving.tls: the pods serve TLS with the front door's certificate (its Secret), so it needs llmrack:security.
+if cfg.spec.serving.tls:
+    if front_door is None:
+        raise StackConfigError("llmrack:deployment: serving.tls needs llmrack:security (the certificate the "
+                               "serving pods serve with): add it, or set serving.tls: false")
+    if batch is not None:
+        raise StackConfigError("llmrack:batch: the batch service reaches the serving Service over plain "
+                               "HTTP: with serving.tls, leave llmrack:batch out or set serving.tls: false")
+    args.serving.tls_secret_name = front_door.tls_secret_name
 
 fleet: AwsFleet | HuaweiCloudFleet | StaticFleet | None = None
 if isinstance(args.fleet, AwsFleetArgs):

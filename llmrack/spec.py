@@ -105,6 +105,9 @@ class ServingSpec(_Strict):
     memory_utilization: float = Field(DEFAULT_MEMORY_UTILIZATION, ge=0.1, le=0.99)
     max_queue: int = MAX_QUEUE.field()
     port: int = PORT.field()
+    tls: bool = Field(False, description="the serving port speaks TLS: each node gets a certificate from the rack "
+                      "CA and the gateways, Prometheus and the node's own checks verify it (default: plain HTTP, "
+                      "which the firewall opens only to the gateways and Prometheus)")
     pipeline_parallel: Literal["auto"] | int = Field("auto", description="'auto' or a number of pipeline stages "
                                                      "from 1 to 64, one node each: a replica spans that many nodes")
     expert_parallel: bool = Field(False, description="vLLM's expert parallelism for MoE models "

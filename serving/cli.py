@@ -32,6 +32,8 @@ def serve(
     quantize: str = typer.Option(None, "--quantize", help="'int8': dynamic INT8 Linear layers (cpu, float32)"),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)"),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error"),
+    ssl_certfile: Path = typer.Option(None, "--ssl-certfile", help="serve TLS with this certificate (chain), PEM"),
+    ssl_keyfile: Path = typer.Option(None, "--ssl-keyfile", help="the certificate's private key, PEM"),
 ) -> None:
     """Serve a model with an OpenAI-compatible API (continuous batching engine)."""
     from serving.model.loader import ModelLoadError, check_dir
@@ -42,6 +44,7 @@ def serve(
             model=model, served_model_name=served_model_name, host=host, port=port, device=device, dtype=dtype,
             max_num_seqs=max_num_seqs, max_model_len=max_model_len, max_queue=max_queue, api_key_file=api_key_file,
             drain_timeout=drain_timeout, quantize=quantize, threads=threads, log_level=log_level,
+            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
         )
         check_dir(model)
         if api_key_file is not None:

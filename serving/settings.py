@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmrack.contracts.serving_defaults import (
@@ -37,6 +37,18 @@ class ServingSettings(BaseSettings):
     quantize: str | None = Field(None, pattern="^int8$")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's choice)")
     log_level: str = "info"
+    # TLS on the serving port (serving.tls): both files or neither.
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServingSettings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("give both --ssl-certfile and --ssl-keyfile, or neither")
+        for path in (self.ssl_certfile, self.ssl_keyfile):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a file")
+        return self
 
     @property
     def name(self) -> str:

@@ -88,6 +88,9 @@ class ServingArgs:
     # the pods' keys Secret holds it instead of the flat api_keys list; llmrack's engine re-reads it when the
     # kubelet updates the mounted Secret, so keys change without a restart.
     keys_store: pulumi.Input[str] | None = None
+    # The spec's serving.tls (the command has tls_dir): the kubernetes.io/tls Secret the pods serve with, mounted
+    # at the command's tls_dir (tls.crt, tls.key); the front door's (llmrack:security) certificate.
+    tls_secret_name: str | None = None
 
     def validate(self) -> None:
         check(self.vendor in NODE_KIND_OF_VENDOR, "ServingArgs.vendor", self.vendor,
@@ -137,6 +140,9 @@ class ServingStack(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ServingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         args.validate()
+        # Set by the program from llmrack:security once it is read (infra/__main__.py).
+        check(args.command.tls_dir is None or args.tls_secret_name is not None, "ServingArgs.tls_secret_name",
+              None, "serving.tls needs the TLS Secret the pods serve with: add llmrack:security (its certificate)")
         super().__init__("llmrack:serving:ServingStack", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.args = args
@@ -254,6 +260,10 @@ class ServingStack(pulumi.ComponentResource):
             {"name": "api-keys", "secret": {"secretName": secret.metadata["name"], "defaultMode": 0o440}},
             {"name": "tmp", "emptyDir": {}},
         ]
+        if cmd.tls_dir:
+            # serving.tls: the port speaks TLS with the front door's certificate (kubernetes.io/tls: tls.crt, tls.key).
+            mounts.append({"name": "tls", "mountPath": cmd.tls_dir, "readOnly": True})
+            volumes.append({"name": "tls", "secret": {"secretName": args.tls_secret_name, "defaultMode": 0o440}})
         if cmd.shared_memory:
             # NCCL/HCCL pass tensors between ranks through shared memory; the runtime's default 64 MiB
             # /dev/shm makes multi-device serving fail or crawl.
@@ -279,7 +289,7 @@ class ServingStack(pulumi.ComponentResource):
             "volumeMounts": mounts,
         }
         if cmd.serves_http:
-            http = {"port": "http"}
+            http = {"port": "http", "scheme": "HTTPS" if cmd.tls_dir else "HTTP"}
             container.update({
                 "ports": [{"name": "http", "containerPort": args.port, "protocol": "TCP"}],
                 # Loading weights takes minutes: the startup probe holds liveness off until /health answers once.

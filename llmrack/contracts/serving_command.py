@@ -27,8 +27,13 @@ What the plan becomes, per engine:
     KV budget (plan)            -                           VLLM_CPU_KVCACHE_SPACE GiB per rank (cpu)
     max_model_len, max_num_seqs --max-model-len, --max-num-seqs (both)
     weights dtype x node kind   --dtype (+ --quantize int8) --dtype (+ --quantization fp8, --kv-cache-dtype fp8)
+    serving.tls (spec)          --ssl-certfile, --ssl-keyfile (both; the leader only: workers serve no HTTP)
     API keys                    --api-key-file FILE         --config FILE (YAML `api-key: [...]`; vLLM redacts it in
                                                             its log of arguments)
+
+With `serving.tls`, the serving port speaks TLS: the node's certificate and key are mounted read-only at
+`TLS_DIR` (`tls.crt`, `tls.key`: the names of a Kubernetes TLS Secret), and every client of the port (the gateways,
+Prometheus, the node's readiness checks) uses `ServingCommand.scheme` and verifies against the rack CA.
 
 Keys are never on a command line: both engines read them from a file the role / Kubernetes Secret mounts
 read-only at `ServingCommand.api_key_file`, written with `ServingCommand.api_key_file_content()` (the two
@@ -193,6 +198,10 @@ METRICS_PREFIX = {Engine.llmrack: "llmrack_", Engine.vllm: "vllm:"}
 # Inside the container: a directory (a Kubernetes Secret volume, or the role's bind mount) holding one file.
 API_KEYS_DIR = "/etc/llmrack/api-keys"
 API_KEYS_FILE_NAME = {Engine.llmrack: "keys", Engine.vllm: "keys.yaml"}
+# serving.tls: the node's certificate (chain) and key, mounted read-only.
+TLS_DIR = "/etc/llmrack/tls"
+TLS_CERT_FILE = "tls.crt"
+TLS_KEY_FILE = "tls.key"
 
 
 @dataclass(frozen=True)
@@ -236,6 +245,7 @@ class ServingInputs:
     replica: ReplicaMember = ReplicaMember()
     executor: Executor = Executor.mp
     expert_parallel: bool = False
+    tls: bool = False  # serving.tls: the port speaks TLS with the certificate under TLS_DIR
 
     @classmethod
     def from_spec(cls, spec: DeploymentSpec, plan: Plan, node: NodeKind | str, *, model_path: str,
@@ -262,6 +272,7 @@ class ServingInputs:
             replica=replica or ReplicaMember(),
             executor=Executor(spec.serving.executor),
             expert_parallel=spec.serving.expert_parallel,
+            tls=spec.serving.tls,
         )
 
 
@@ -286,6 +297,12 @@ class ServingCommand:
     nodes: int = 1  # nodes of the replica
     rank: int = 0  # this node's rank in it
     serves_http: bool = True  # False for a headless worker: readiness is the leader's /health
+    tls_dir: str | None = None  # serving.tls: where the certificate and key are mounted (TLS_DIR); None: plain HTTP
+
+    @property
+    def scheme(self) -> str:
+        """How clients reach the port: https with serving.tls, else http."""
+        return "https" if self.tls_dir else "http"
 
     @property
     def api_key_file_name(self) -> str:
@@ -307,7 +324,13 @@ class ServingCommand:
             "startup_timeout_s": self.startup_timeout_s, "metrics_prefix": self.metrics_prefix,
             "api_key_file": self.api_key_file, "shared_memory": self.shared_memory,
             "nodes": self.nodes, "rank": self.rank, "serves_http": self.serves_http,
+            "tls_dir": self.tls_dir, "scheme": self.scheme,
         }
+
+
+def _tls_args() -> list[str]:
+    """The certificate and key flags (the same names in both engines)."""
+    return ["--ssl-certfile", f"{TLS_DIR}/{TLS_CERT_FILE}", "--ssl-keyfile", f"{TLS_DIR}/{TLS_KEY_FILE}"]
 
 
 def api_key_file_content(engine: Engine | str, keys: Sequence[str]) -> str:
@@ -354,10 +377,12 @@ def _llmrack(i: ServingInputs, choice: EngineChoice) -> ServingCommand:
     if keys:
         args += ["--api-key-file", keys]
     args += ["--drain-timeout", str(i.drain_timeout_s)]
+    if i.tls:
+        args += _tls_args()
     return ServingCommand(
         engine=Engine.llmrack, choice=choice, program=LLMRACK_PROGRAM, args=tuple(args), env={}, port=i.port,
         ready_path=READY_PATH[Engine.llmrack], startup_timeout_s=STARTUP_TIMEOUT_S[Engine.llmrack][i.node],
-        metrics_prefix=METRICS_PREFIX[Engine.llmrack], api_key_file=keys,
+        metrics_prefix=METRICS_PREFIX[Engine.llmrack], api_key_file=keys, tls_dir=TLS_DIR if i.tls else None,
     )
 
 
@@ -445,6 +470,9 @@ def _vllm(i: ServingInputs, choice: EngineChoice) -> ServingCommand:
     keys = f"{API_KEYS_DIR}/{API_KEYS_FILE_NAME[Engine.vllm]}" if i.api_keys else None
     if keys and serves_http:
         args += ["--config", keys]
+    tls = i.tls and serves_http
+    if tls:
+        args += _tls_args()
     # The model is mounted read-only and the container runs without a home: vLLM's caches go to /tmp.
     env.update({"HOME": "/tmp", "VLLM_CACHE_ROOT": "/tmp/vllm-cache", "HF_HUB_OFFLINE": "1",
                 "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
@@ -453,6 +481,7 @@ def _vllm(i: ServingInputs, choice: EngineChoice) -> ServingCommand:
         ready_path=READY_PATH[Engine.vllm], startup_timeout_s=STARTUP_TIMEOUT_S[Engine.vllm][i.node],
         metrics_prefix=METRICS_PREFIX[Engine.vllm], api_key_file=keys,
         shared_memory=True, nodes=nodes, rank=i.replica.rank, serves_http=serves_http,
+        tls_dir=TLS_DIR if tls else None,
     )
 
 

@@ -145,3 +145,35 @@ def test_a_wrong_security_key_is_named_before_any_resource(scan_results: Path) -
     assert "llmrack:security.gatewayNamespace: unknown key" in str(error)
     assert not monitor.get_registered_resources() or all(
         not r.startswith("urn:pulumi:prod::llmrack::kubernetes") for r in monitor.get_registered_resources())
+
+
+def test_serving_tls_pods_serve_with_the_front_doors_certificate(scan_results: Path) -> None:
+    from llmrack.contracts.serving_command import TLS_DIR
+
+    deployment = _one_device_llmrack()
+    deployment = {**deployment, "serving": {**deployment["serving"], "tls": True}}
+    secrets = {**SECRETS, "llmrack:tlsCertificate": "-----BEGIN CERTIFICATE-----\n",
+               "llmrack:tlsPrivateKey": "-----BEGIN PRIVATE KEY-----\n"}
+    plain = {"llmrack:scanResultsDir": str(scan_results), "llmrack:deployment": deployment,
+             "llmrack:security": {"gatewayNamespaces": ["ingress-nginx"], "tlsSecretName": "api-tls"}}
+    run, error, _ = run_stack("prod", plain=plain, secrets=secrets)
+    assert error is None, error
+    assert run is not None
+    version = stack_config("prod")["llmrack:kubernetes"]["version"]
+    for _, obj in kubernetes_objects(run):
+        kubernetes_validate.validate(obj, version, strict=True)
+    pod = run.one("kubernetes:apps/v1:Deployment").state["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert {"name": "tls", "mountPath": TLS_DIR, "readOnly": True} in container["volumeMounts"]
+    assert next(v for v in pod["volumes"] if v["name"] == "tls")["secret"]["secretName"] == "api-tls"
+    args = container["args"]
+    assert args[args.index("--ssl-certfile") + 1] == f"{TLS_DIR}/tls.crt"
+    assert args[args.index("--ssl-keyfile") + 1] == f"{TLS_DIR}/tls.key"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS", probe
+
+    # Without llmrack:security there is no certificate to serve with: refused before any resource.
+    del plain["llmrack:security"]
+    run, error, monitor = run_stack("prod", plain=plain, secrets=secrets)
+    assert run is None and "serving.tls needs llmrack:security" in str(error), error
+    assert not any(r.startswith("urn:pulumi:prod::llmrack::kubernetes") for r in monitor.get_registered_resources())

@@ -219,3 +219,24 @@ def test_vllm_gets_a_large_dev_shm_even_with_one_rank() -> None:
     for node in NodeKind:
         assert render(_inputs(node=node, tensor_parallel=1)).shared_memory, node
     assert not render(_inputs(engine=Engine.llmrack, tensor_parallel=1)).shared_memory
+
+
+def test_serving_tls_gives_both_engines_the_certificate_and_the_leader_only() -> None:
+    from llmrack.contracts.serving_command import TLS_DIR
+
+    plain = render(ServingInputs.from_spec(_spec(), _plan(_spec()), "cuda", model_path="/models/m"))
+    assert plain.tls_dir is None and plain.scheme == "http" and "--ssl-certfile" not in plain.args
+    for engine, node in (("vllm", "cuda"), ("llmrack", "cpu")):
+        spec = _spec(tls=True, engine=engine, tensor_parallel=1)
+        cmd = render(ServingInputs.from_spec(spec, _plan(spec), node, model_path="/models/m"))
+        flags = _flags(cmd.args)
+        assert (flags["--ssl-certfile"], flags["--ssl-keyfile"]) == (f"{TLS_DIR}/tls.crt", f"{TLS_DIR}/tls.key")
+        assert cmd.tls_dir == TLS_DIR and cmd.scheme == "https"
+        assert cmd.to_dict()["scheme"] == "https" and cmd.to_dict()["tls_dir"] == TLS_DIR
+    spec, p = _r1_on_h200(tls=True)
+    leader, worker = (render(ServingInputs.from_spec(spec, p, "cuda", model_path="/models/r1", replica=ReplicaMember(
+        nodes=2, rank=rank, leader_address="10.0.0.1"))) for rank in (0, 1))
+    assert leader.scheme == "https" and "--ssl-keyfile" in leader.args
+    assert worker.tls_dir is None and "--ssl-keyfile" not in worker.args  # a headless worker serves no HTTP
+    with pytest.raises(SpecError, match=r"serving\.tls"):
+        _spec(tls="sometimes")
