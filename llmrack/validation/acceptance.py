@@ -50,6 +50,10 @@ EXPECTATION_VARS = (
     "llmrack_validation_completion_seconds",
     # The golden-output reference file on the control machine (llmrack.validation.golden).
     "llmrack_validation_golden",
+    # The fabric between a replica's nodes (llmrack.validation.fabric): nccl-tests' all_reduce_perf on the nodes,
+    # and the bus bandwidth floor across nodes in GB/s (default: the catalog's figure).
+    "llmrack_validation_all_reduce_perf",
+    "llmrack_validation_internode_gbps",
 )
 
 

@@ -30,7 +30,7 @@ import yaml
 from llmrack import catalog
 from llmrack.errors import LlmrackError
 from llmrack.spec import DeploymentSpec, load_spec
-from llmrack.validation import checks, expect, golden, replica, serving_probe
+from llmrack.validation import checks, expect, fabric, golden, replica, serving_probe
 from llmrack.validation import hosts as hosts_mod
 from llmrack.validation.acceptance import check_expectation_name
 from llmrack.validation.evidence import Evidence, Item, ServingImageProbe, gather
@@ -52,6 +52,8 @@ class Target:
     future: Future[Evidence] | None = field(default=None, repr=False)
     # The leader of a replica of several nodes: its replica's all-reduce (llmrack.validation.replica).
     replica_job: Future[Item] | None = field(default=None, repr=False)
+    # ... and its accelerators' fabric between its nodes (llmrack.validation.fabric): nccl-tests or hccn_tool.
+    fabric_job: Future[Item | None] | None = field(default=None, repr=False)
 
     def gather(self, level: str) -> Evidence:
         if self.dump is not None:
@@ -59,6 +61,8 @@ class Target:
         ev = gather(self.host, self.name, level, self.exp.python, self.exp.probe_image)
         if self.replica_job is not None:
             ev.items[replica.ITEM] = self.replica_job.result()
+        if self.fabric_job is not None and (item := self.fabric_job.result()) is not None:
+            ev.items[fabric.ITEM] = item
         if self.exp.serving_url:
             model = self.exp.spec.model.label if self.exp.spec else None
             reference = self.exp.var(golden.GOLDEN_VAR)
@@ -234,14 +238,16 @@ class Session:
         if not used:
             return
         # --- replicas of several nodes: the cross-node all-reduce, on all of a replica's nodes at once ---
-        members = [replica.Member(t.name, t.host, t.exp.replica_rank, t.exp.vars, t.exp.probe_image or _image(t))
+        members = [replica.Member(t.name, t.host, t.exp.replica_rank, t.exp.vars, t.exp.probe_image or _image(t),
+                                  t.exp.kind.value, t.exp.count)
                    for t in used.values() if t.host is not None and t.dump is None]
         groups = replica.replicas(members)
         if groups:
-            self.replica_pool = ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="llmrack-replica")
+            self.replica_pool = ThreadPoolExecutor(max_workers=2 * len(groups), thread_name_prefix="llmrack-replica")
             by_name = {t.name: t for t in used.values()}
             for ms in groups.values():
                 by_name[ms[0].name].replica_job = self.replica_pool.submit(replica.allreduce, ms)
+                by_name[ms[0].name].fabric_job = self.replica_pool.submit(fabric.run, ms)
         # --- end replicas ---
         self.pool = ThreadPoolExecutor(max_workers=min(32, len(used)), thread_name_prefix="llmrack-gather")
         for t in used.values():

@@ -33,6 +33,8 @@ class Member:
     rank: int
     vars: dict[str, Any]
     image: ServingImageProbe
+    kind: str = "cpu"  # the node kind (llmrack.validation.expect.NodeKind): which fabric check the replica gets
+    devices: int = 0  # accelerators on the node
 
 
 def replicas(members: list[Member]) -> dict[str, list[Member]]:

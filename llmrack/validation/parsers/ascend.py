@@ -90,3 +90,45 @@ def version_info(text: str) -> str | None:
 def hccn_links(text: str) -> dict[int, str | None]:
     """`hccn_tool -i N -link -g` per NPU: "link status: UP" -> {N: "UP"}."""
     return {npu: key_values(body).get("link status") for npu, body in sections(text).items()}
+
+
+def net_health(text: str) -> dict[int, str | None]:
+    """`hccn_tool -i N -net_health -g` per NPU: "net health status: Success" -> {N: "Success"} (else Fault, Init,
+    ...)."""
+    return {npu: key_values(body).get("net health status") for npu, body in sections(text).items()}
+
+
+def npu_addresses(text: str) -> dict[int, str | None]:
+    """`hccn_tool -i N -ip -g` per NPU: "ipaddr:10.20.0.20" -> {N: "10.20.0.20"}."""
+    return {npu: key_values(body).get("ipaddr") for npu, body in sections(text).items()}
+
+
+@dataclass(frozen=True)
+class Ping:
+    device: int
+    address: str
+    transmitted: int
+    received: int
+    times_ms: list[float]
+
+
+def hccn_pings(text: str) -> list[Ping]:
+    """`hccn_tool -i N -ping -g address A`, one or more: "device N PING A", "recv seq=S,time=T ms" per answer, then
+    "K packets transmitted, R received, L% packet loss"."""
+    out: list[Ping] = []
+    head: tuple[int, str] | None = None
+    times: list[float] = []
+    for line in text.splitlines():
+        start = re.match(r"^device (\d+) PING (\S+)", line.strip())
+        if start:
+            head, times = (int(start.group(1)), start.group(2)), []
+            continue
+        recv = re.match(r"^recv seq=\d+,\s*time=([0-9.]+)\s*ms", line.strip())
+        if recv and head:
+            times.append(float(recv.group(1)))
+            continue
+        total = re.match(r"^(\d+) packets transmitted, (\d+) received", line.strip())
+        if total and head:
+            out.append(Ping(head[0], head[1], int(total.group(1)), int(total.group(2)), times))
+            head = None
+    return out

@@ -241,3 +241,44 @@ THROTTLE: dict[int, tuple[str, bool]] = {
 
 def throttle_names(mask: int) -> list[tuple[str, bool]]:
     return [entry for bit, entry in THROTTLE.items() if mask & bit]
+
+
+@dataclass(frozen=True)
+class NcclRow:
+    """One size of an nccl-tests report: bus bandwidth and wrong elements, out-of-place and in-place."""
+
+    bytes: int
+    busbw_out: float
+    busbw_in: float
+    wrong: int | None  # None where the run did not check (-c 0: "N/A")
+
+
+@dataclass(frozen=True)
+class NcclReport:
+    rows: list[NcclRow]
+    out_of_bounds: int | None  # "# Out of bounds values : N OK|FAILED"
+    avg_busbw: float | None
+    ranks: list[tuple[int, str, int]]  # "#  Rank R Group G Pid P on HOST device D ...": (rank, host, device)
+
+
+def nccl_tests(text: str) -> NcclReport:
+    """The report of an nccl-tests binary (all_reduce_perf ...) as rank 0 prints it: the "Using devices" lines, one
+    row per size (size count type redop root time algbw busbw #wrong, out-of-place then in-place), then the
+    out-of-bounds count and the average bus bandwidth."""
+    rows, ranks = [], []
+    for line in text.splitlines():
+        rank = re.match(r"#\s+Rank\s+(\d+)\s+Group\s+\d+\s+Pid\s+\d+\s+on\s+(\S+)\s+device\s+(\d+)", line)
+        if rank:
+            ranks.append((int(rank.group(1)), rank.group(2), int(rank.group(3))))
+            continue
+        cells = line.split()
+        if len(cells) == 13 and cells[0].isdigit() and cells[1].isdigit():
+            wrong = [None if c == "N/A" else int(c) for c in (cells[8], cells[12])]
+            rows.append(NcclRow(int(cells[0]), float(cells[7]), float(cells[11]),
+                                None if None in wrong else sum(w for w in wrong if w is not None)))
+    if not rows:
+        raise ParseError("not an nccl-tests report (no result row: size count type redop root time algbw busbw "
+                         "#wrong ...)")
+    bounds = re.search(r"Out of bounds values\s*:\s*(\d+)", text)
+    avg = re.search(r"Avg bus bandwidth\s*:\s*([0-9.]+)", text)
+    return NcclReport(rows, int(bounds.group(1)) if bounds else None, float(avg.group(1)) if avg else None, ranks)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmrack.validation import checks
-from llmrack.validation.checks.serving import serving_allreduce
+from llmrack.validation.checks.serving import serving_allreduce, serving_fabric
 
 
 def test_ready(node: Any, verdict: Any) -> None:
@@ -27,3 +27,7 @@ def test_golden_output(node: Any, verdict: Any) -> None:
 
 def test_allreduce(node: Any, verdict: Any) -> None:
     verdict(serving_allreduce)
+
+
+def test_fabric(node: Any, verdict: Any) -> None:
+    verdict(serving_fabric)
