@@ -30,7 +30,7 @@ from llmrack.batch.protocol import (
     FileList,
     FileObject,
 )
-from llmrack.batch.runner import Runner
+from llmrack.batch.runner import Lease, Runner, default_holder
 from llmrack.batch.settings import BatchSettings
 from llmrack.batch.store import Store
 from llmrack.batch.tenants import Tenants
@@ -70,9 +70,10 @@ def create_app(settings: BatchSettings) -> FastAPI:
     pace = Pace(settings.max_inflight)
     upstream = Upstream(settings.upstream, _read_key(settings), settings.prometheus,
                         ca_file=settings.upstream_ca_file)
-    metrics = BatchMetrics(store, pace)
     runner = Runner(store, upstream, pace, settings.priority, settings.retry_for_s,
-                    on_retry=lambda reason: metrics.retries.labels(reason).inc())
+                    on_retry=lambda reason: metrics.retries.labels(reason).inc(),
+                    lease=Lease(store, default_holder(settings.port), settings.lease_s))
+    metrics = BatchMetrics(store, pace, runner)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -203,6 +204,7 @@ def create_app(settings: BatchSettings) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict[str, str]:
-        return {"status": "ok"}
+        # Both answer the API; "active" holds the store's runner lease and sends the lines, "standby" waits for it.
+        return {"status": "ok", "runner": "active" if runner.active else "standby"}
 
     return app

@@ -10,16 +10,23 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from llmrack.batch.pace import Pace
+from llmrack.batch.runner import Runner
 from llmrack.batch.store import Store
 from llmrack.contracts import metrics as names
 
 
 class _StoreCollector(Collector):
-    def __init__(self, store: Store, pace: Pace) -> None:
+    def __init__(self, store: Store, pace: Pace, runner: Runner) -> None:
         self.store = store
         self.pace = pace
+        self.runner = runner
 
     def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(names.BATCH_RUNNER_ACTIVE, "1 on the service that holds the store's runner lease "
+                                "(works the jobs), 0 on a standby", value=int(self.runner.active))
+        if not self.runner.active:
+            # Services sharing one store would each report its jobs: only the one working them does.
+            return
         labels = [names.TENANT_LABEL, names.BATCH_ID_LABEL]
         lines = GaugeMetricFamily(names.BATCH_LINES, "lines of a batch job per state", labels=[*labels, "state"])
         tokens = CounterMetricFamily(names.BATCH_TOKENS, "tokens of a job's answered lines",
@@ -44,9 +51,9 @@ class _StoreCollector(Collector):
 
 
 class BatchMetrics:
-    def __init__(self, store: Store, pace: Pace) -> None:
+    def __init__(self, store: Store, pace: Pace, runner: Runner) -> None:
         # A registry of its own: several services (tests) in one process never share series.
         self.registry = CollectorRegistry()
-        self.registry.register(_StoreCollector(store, pace))
+        self.registry.register(_StoreCollector(store, pace, runner))
         self.retries = Counter(names.BATCH_UPSTREAM_RETRIES, "batch requests sent again (rack busy or away)",
                                ["reason"], registry=self.registry)

@@ -11,6 +11,9 @@ DEFAULT_PORT = 8100
 DEFAULT_MAX_FILE_BYTES = 200 * 1024 * 1024  # OpenAI's own per-file limit for batch input
 DEFAULT_MAX_INFLIGHT = 64
 DEFAULT_RETRY_FOR_S = 600.0
+# The runner lease (several services on one store): a standby takes the jobs over this long after the active one
+# stopped renewing (died, or lost the database); a service stopped cleanly hands them over at once.
+DEFAULT_LEASE_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -27,3 +30,4 @@ class BatchSettings:
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     priority: int = BATCH_PRIORITY
     retry_for_s: float = DEFAULT_RETRY_FOR_S
+    lease_s: float = DEFAULT_LEASE_S

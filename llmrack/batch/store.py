@@ -5,6 +5,11 @@ Two stores run the same SQL: SQLite in the state directory (the default, on the 
 share with one of them active). The SQL here is the subset both speak; each backend only says how to connect,
 begin a transaction and spell a few column types.
 
+Several services on one store (PostgreSQL, or SQLite on one host's disk) all serve the API, but only the holder
+of the store's runner lease sends lines: a row with an expiry on the database's clock, renewed by its holder and
+taken over by a standby once it has expired (`hold_lease`). A line's answer is stored only while its runner still
+holds the lease, so a runner that lost it can no longer write into a job a standby has taken over.
+
 A line moves from `pending` to `completed` or `failed` exactly once (the update is conditional on `pending`), and
 a job's output and error files are written from those rows in the same transaction that ends the job, so a
 process killed at any point resumes from the rows and no custom_id is ever answered twice in the output.
@@ -57,7 +62,13 @@ CREATE TABLE IF NOT EXISTS lines (
     PRIMARY KEY (batch_id, idx), UNIQUE (batch_id, custom_id)
 );
 CREATE INDEX IF NOT EXISTS lines_state ON lines (batch_id, state);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL
+);
 """
+
+# The one lease on a store: its holder is the only runner that sends lines (several services, one database).
+RUNNER_LEASE = "runner"
 
 ACTIVE: tuple[BatchStatus, ...] = ("validating", "in_progress", "finalizing", "cancelling")
 
@@ -98,6 +109,9 @@ class Cursor(Protocol):
 class Backend(ABC):
     """One connection to the database, used under the store's lock."""
 
+    # The database's clock in seconds since the epoch: leases expire by it, so hosts' clocks need not agree.
+    now_sql: str
+
     @abstractmethod
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor: ...
 
@@ -112,6 +126,8 @@ class Backend(ABC):
 
 
 class SQLiteBackend(Backend):
+    now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
+
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / "batch.sqlite3"
@@ -138,6 +154,8 @@ class SQLiteBackend(Backend):
 class PostgresBackend(Backend):
     """psycopg 3 (the batch extra); the password comes from libpq's usual places (PGPASSFILE, ~/.pgpass)."""
 
+    now_sql = "CAST(extract(epoch FROM clock_timestamp()) AS DOUBLE PRECISION)"
+
     def __init__(self, url: str) -> None:
         try:
             import psycopg  # noqa: PLC0415 (only a PostgreSQL store needs it)
@@ -148,9 +166,12 @@ class PostgresBackend(Backend):
         self._dict_row = dict_row
         self.url = url
         self._conn = self._connect()
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                self._conn.execute(_pg(statement, schema=True))
+        with self._conn.transaction():
+            # Services starting at once on one database: CREATE ... IF NOT EXISTS is not safe concurrently.
+            self._conn.execute("SELECT pg_advisory_xact_lock(8100)")
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self._conn.execute(_pg(statement, schema=True))
 
     def _connect(self) -> Any:
         try:
@@ -317,12 +338,14 @@ class Store:
                            *ACTIVE)
         return [(r["id"], r["status"]) for r in rows]
 
-    def set_status(self, batch_id: str, status: BatchStatus) -> bool:
-        """Move a job to `status` (stamping `<status>_at`) unless it already ended; False when it had."""
+    def set_status(self, batch_id: str, status: BatchStatus, only_from: BatchStatus | None = None) -> bool:
+        """Move a job to `status` (stamping `<status>_at`) unless it already ended, or, with `only_from`, unless it
+        is in another status (a cancel asked on another service wins over finalizing); False when not moved."""
         marks = ",".join("?" * len(TERMINAL))
         with self._tx() as db:
             cur = db.execute(f"UPDATE batches SET status = ?, {status}_at = ? WHERE id = ? AND status NOT IN "
-                             f"({marks})", (status, int(time.time()), batch_id, *TERMINAL))
+                             f"({marks}) AND (CAST(? AS TEXT) IS NULL OR status = ?)",
+                             (status, int(time.time()), batch_id, *TERMINAL, only_from, only_from))
             return cur.rowcount > 0
 
     # ---- lines --------------------------------------------------------------------------------------------------
@@ -332,15 +355,42 @@ class Store:
         return [PendingLine(r["idx"], r["custom_id"], r["url"], json.loads(r["body"])) for r in rows]
 
     def record(self, batch_id: str, idx: int, ok: bool, result: dict[str, Any], prompt_tokens: int = 0,
-               completion_tokens: int = 0) -> bool:
-        """Store a line's answer once; False (and nothing written) when the line already had one."""
+               completion_tokens: int = 0, holder: str | None = None) -> bool:
+        """Store a line's answer once; False (and nothing written) when the line already had one, or when `holder`
+        (a runner's lease holder name) no longer holds the runner lease."""
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE lines SET state = ?, result = ?, prompt_tokens = ?, completion_tokens = ?, finished_at = ? "
-                "WHERE batch_id = ? AND idx = ? AND state = 'pending'",
+                "WHERE batch_id = ? AND idx = ? AND state = 'pending' AND (CAST(? AS TEXT) IS NULL OR EXISTS "
+                f"(SELECT 1 FROM leases WHERE name = ? AND holder = ? AND expires_at > {db.now_sql}))",
                 ("completed" if ok else "failed", json.dumps(result), prompt_tokens, completion_tokens, time.time(),
-                 batch_id, idx))
+                 batch_id, idx, holder, RUNNER_LEASE, holder))
             return cur.rowcount > 0
+
+    # ---- the runner lease ---------------------------------------------------------------------------------------
+    def hold_lease(self, holder: str, ttl_s: float) -> bool:
+        """Take or renew the runner lease for `ttl_s` seconds of the database's clock; False while another holder's
+        lease has not expired."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, "
+                f"{db.now_sql} + ?) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                f"expires_at = excluded.expires_at WHERE leases.holder = excluded.holder OR "
+                f"leases.expires_at <= {db.now_sql}",
+                (RUNNER_LEASE, holder, float(ttl_s)))
+            return cur.rowcount > 0
+
+    def release_lease(self, holder: str) -> None:
+        """Give the lease up (a service stopping): a standby takes over at its next look instead of at expiry."""
+        with self._tx() as db:
+            db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (RUNNER_LEASE, holder))
+
+    def lease_holder(self) -> str | None:
+        """Who holds the runner lease now (None: nobody, or it has expired)."""
+        with self._lock:
+            row = self._db.execute(f"SELECT holder FROM leases WHERE name = ? AND expires_at > {self._db.now_sql}",
+                                   (RUNNER_LEASE,)).fetchone()
+        return str(row["holder"]) if row else None
 
     def expires_at(self, batch_id: str) -> int | None:
         rows = self._query("SELECT expires_at FROM batches WHERE id = ?", batch_id)
@@ -364,6 +414,8 @@ class Store:
         """End a job: write its output and error files from the lines and set `status`, in one transaction."""
         now = int(time.time())
         with self._tx() as db:
+            # Takes the job's row lock first (PostgreSQL), so two services ending one job write its files once.
+            db.execute("UPDATE batches SET status = status WHERE id = ?", (batch_id,))
             row = db.execute("SELECT tenant, status FROM batches WHERE id = ?", (batch_id,)).fetchone()
             if row is None or row["status"] in TERMINAL:
                 return

@@ -16,6 +16,7 @@ from rich.table import Table
 from llmrack.batch.client import BatchClient, progress
 from llmrack.batch.protocol import BATCH_PRIORITY, TERMINAL, Batch
 from llmrack.batch.settings import (
+    DEFAULT_LEASE_S,
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_INFLIGHT,
     DEFAULT_PORT,
@@ -58,9 +59,13 @@ def serve(
                                  help="engine priority sent with every line (lower is sooner; 0 sends none)"),
     retry_for: float = typer.Option(DEFAULT_RETRY_FOR_S, "--retry-for",
                                     help="seconds a line is retried while the rack is busy or away"),
+    lease: float = typer.Option(DEFAULT_LEASE_S, "--lease",
+                                help="seconds a standby on the same store waits after the active service stops "
+                                     "renewing its runner lease before it takes the jobs over"),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error"),
 ) -> None:
-    """Serve the Files and Batches API, sending every line to --upstream at low priority."""
+    """Serve the Files and Batches API, sending every line to --upstream at low priority. Several services on one
+    store (--state postgresql://...) all serve the API; one at a time sends the lines, the others stand by."""
     # fastapi and uvicorn (the serving extra) load only when the service starts.
     from llmrack.batch.server import run  # noqa: PLC0415
 
@@ -69,6 +74,8 @@ def serve(
     for value, option in ((port, "--port"), (max_file_bytes, "--max-file-bytes"), (max_inflight, "--max-inflight")):
         if value < 1:
             raise UsageError(f"{option} {value}: must be at least 1")
+    if lease < 1:
+        raise UsageError(f"--lease {lease}: must be at least 1 second")
     if priority < 0:
         raise UsageError(f"--priority {priority}: must be 0 (none) or positive (lower is sooner)")
     _readable(upstream_api_key_file, "--upstream-api-key-file")
@@ -88,7 +95,7 @@ def serve(
                       upstream_api_key_file=upstream_api_key_file, upstream_ca_file=upstream_ca_file,
                       prometheus=prometheus,
                       max_file_bytes=max_file_bytes, max_inflight=max_inflight, priority=priority,
-                      retry_for_s=retry_for), log_level)
+                      retry_for_s=retry_for, lease_s=lease), log_level)
 
 
 @app.command("wheelhouse")

@@ -124,6 +124,7 @@ BATCH_JOBS = "llmrack_batch_jobs"
 BATCH_INFLIGHT = "llmrack_batch_inflight_requests"
 BATCH_CONCURRENCY_LIMIT = "llmrack_batch_concurrency_limit"
 BATCH_UPSTREAM_RETRIES = "llmrack_batch_upstream_retries"
+BATCH_RUNNER_ACTIVE = "llmrack_batch_runner_active"  # 1 on the service holding the store's runner lease
 BATCH_ID_LABEL = "batch_id"
 
 # The gateway's certificate expiry (node exporter textfile, written by the gateway role).

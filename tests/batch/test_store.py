@@ -7,6 +7,7 @@ again (a restarted service) finding everything where it was."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -97,3 +98,34 @@ def test_listing_pages_and_expiry(batch_state: str) -> None:
 def test_a_database_that_does_not_answer_is_a_clear_error() -> None:
     with pytest.raises(StoreError, match="cannot connect to the batch database"):
         Store("postgresql://nobody@127.0.0.1:1/none")
+
+
+def test_one_runner_lease_per_store(batch_state: str) -> None:
+    """Two services on one store: one holds the runner lease, the other is refused until it expires (by the
+    database's clock) or is released; an answer is stored only from the lease's current holder."""
+    a, b = Store(batch_state), Store(batch_state)
+    try:
+        assert a.hold_lease("host-a:8100", 1.5)
+        assert not b.hold_lease("host-b:8100", 1.5)
+        assert a.hold_lease("host-a:8100", 1.5)  # renewed
+        assert b.lease_holder() == "host-a:8100"
+        batch_id = a.add_batch("alice", "/v1/chat/completions", "file-x", "24h", None, _lines(3))
+        assert not b.record(batch_id, 0, True, {"custom_id": "req-0"}, holder="host-b:8100")
+        assert a.record(batch_id, 0, True, {"custom_id": "req-0"}, holder="host-a:8100")
+
+        deadline = time.monotonic() + 10
+        while not b.hold_lease("host-b:8100", 30):  # a's lease runs out: b takes over
+            assert time.monotonic() < deadline, "the expired lease was never taken over"
+            time.sleep(0.1)
+        assert b.lease_holder() == "host-b:8100"
+        # The old holder can neither renew nor store an answer any more.
+        assert not a.hold_lease("host-a:8100", 1.5)
+        assert not a.record(batch_id, 1, True, {"custom_id": "req-1"}, holder="host-a:8100")
+        assert b.record(batch_id, 1, True, {"custom_id": "req-1"}, holder="host-b:8100")
+        assert [p.idx for p in b.pending_lines(batch_id)] == [2]
+
+        b.release_lease("host-b:8100")  # a clean stop: the standby needs no wait
+        assert a.lease_holder() is None and a.hold_lease("host-a:8100", 1.5)
+    finally:
+        a.close()
+        b.close()
