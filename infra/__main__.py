@@ -63,6 +63,7 @@ on_cluster = pulumi.ResourceOptions(providers=[provider])
 
 accelerators = AcceleratorStack("accelerators", args.accelerator_stack, on_cluster)
 if args.monitoring is not None:
+    args.monitoring.batch_service = batch is not None  # scraped as the monitoring role scrapes it on racks
     monitoring = Monitoring("monitoring", args.monitoring, on_cluster)
 serving = ServingStack("serving", args.serving, on_cluster)
 if front_door is not None:

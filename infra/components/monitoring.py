@@ -17,6 +17,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.components._args import check
+from infra.components.batch import APP as BATCH_APP
 from llmrack.contracts import alerts
 from llmrack.contracts.metrics import NUM_REQUESTS_WAITING as QUEUE_METRIC
 from llmrack.contracts.metrics import VARIANT_LABEL
@@ -41,8 +42,9 @@ def load_dashboards() -> dict[str, str]:
     return {p.name: json.dumps(json.loads(p.read_text())) for p in sorted(DASHBOARDS_DIR.glob("*.json"))}
 
 
-def scrape_configs(serving_namespace: str, vendor: str) -> list[dict[str, Any]]:
-    """Plain Prometheus scrape configs: no ServiceMonitor CRDs, so no ordering between charts."""
+def scrape_configs(serving_namespace: str, vendor: str, batch: bool = False) -> list[dict[str, Any]]:
+    """Plain Prometheus scrape configs: no ServiceMonitor CRDs, so no ordering between charts. With `batch`, the
+    batch service too, under the job name the Ansible monitoring role gives it."""
     exporter = EXPORTERS[vendor]
     return [
         {
@@ -68,6 +70,20 @@ def scrape_configs(serving_namespace: str, vendor: str) -> list[dict[str, Any]]:
                 {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
             ],
         },
+        # --- batch service (infra.components.batch): every pod behind its Service, as the role's `batch` job ---
+        *([{
+            "job_name": "batch",
+            "kubernetes_sd_configs": [{"role": "endpoints", "namespaces": {"names": [serving_namespace]}}],
+            "relabel_configs": [
+                {"source_labels": ["__meta_kubernetes_service_label_app_kubernetes_io_name"], "regex": BATCH_APP,
+                 "action": "keep"},
+                {"source_labels": ["__meta_kubernetes_endpoint_port_name"], "regex": "http", "action": "keep"},
+                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
+            ],
+        }] if batch else []),
+        # --- end batch service ---
     ]
 
 
@@ -95,6 +111,8 @@ class MonitoringArgs:
     retention: str = "15d"
     namespace: str = "monitoring"
     custom_metrics: bool = True
+    # The stack runs the batch service (llmrack:batch): scrape it.
+    batch_service: bool = False
 
     def validate(self) -> None:
         check(self.vendor in EXPORTERS, "MonitoringArgs.vendor", self.vendor, f"must be one of {', '.join(EXPORTERS)}")
@@ -120,7 +138,7 @@ class Monitoring(pulumi.ComponentResource):
         values = {
             "prometheus": {"prometheusSpec": {
                 "retention": args.retention,
-                "additionalScrapeConfigs": scrape_configs(args.serving_namespace, args.vendor),
+                "additionalScrapeConfigs": scrape_configs(args.serving_namespace, args.vendor, args.batch_service),
             }},
             "additionalPrometheusRulesMap": {
                 "llmrack-shared": load_rules(),

@@ -111,3 +111,24 @@ def test_the_image_must_be_pinned() -> None:
                      api_keys=["k"])
     with pytest.raises(ComponentArgsError, match="pinned by digest"):
         BatchService("batch", args)
+
+
+def test_prometheus_scrapes_the_batch_service_as_on_racks(scan_results: Path) -> None:  # noqa: F811
+    """The stack's Prometheus has the monitoring role's `batch` job, and its keeps select the batch Service's
+    endpoints (the Service's own label and port name); a stack without the service has no such job."""
+    def jobs(run: Run) -> dict[str, Any]:
+        values = run.one("kubernetes:helm.sh/v3:Release", "monitoring-kube-prometheus-stack").state["values"]
+        return {c["job_name"]: c for c in values["prometheus"]["prometheusSpec"]["additionalScrapeConfigs"]}
+
+    plain, error = _run(scan_results)
+    assert error is None and plain is not None and "batch" not in jobs(plain)
+    run, error = _run(scan_results, {})
+    assert error is None and run is not None
+    job = jobs(run)["batch"]
+    service = run.one("kubernetes:core/v1:Service", "batch-service").state
+    sd = job["kubernetes_sd_configs"][0]
+    assert sd["role"] == "endpoints" and sd["namespaces"]["names"] == [service["metadata"]["namespace"]]
+    keeps = {r["source_labels"][0]: r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"}
+    assert keeps == {"__meta_kubernetes_service_label_app_kubernetes_io_name":
+                     service["metadata"]["labels"]["app.kubernetes.io/name"],
+                     "__meta_kubernetes_endpoint_port_name": service["spec"]["ports"][0]["name"]}
