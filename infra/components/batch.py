@@ -4,8 +4,9 @@ PersistentVolumeClaim, and a Service for the Files and Batches API.
 With `databaseUrl` the store is PostgreSQL instead (`--state postgresql://...`, no claim): the password comes from
 an existing Secret (`databasePasswordSecret`, key `password`) as libpq's PGPASSWORD, never from the stack file.
 
-One replica with the Recreate strategy: SQLite has one writer, and a second pod during a rollout would run the
-same jobs twice; a job in flight resumes from the store in the new pod. The clients' keys are the stack's API keys
+On SQLite, one replica with the Recreate strategy: the claim is one pod's, and a job in flight resumes from the
+store in the new pod. On PostgreSQL, two replicas rolled one at a time: both answer the API, the one holding the
+store's runner lease sends the lines and the other takes them over when it goes (llmrack.batch.runner). The clients' keys are the stack's API keys
 (a Secret of its own, one key per line: the format the batch service reads whichever engine serves), and the
 service presents the first of them to the serving Service.
 
@@ -100,8 +101,9 @@ class BatchService(pulumi.ComponentResource):
             f"{name}-deployment",
             metadata={"namespace": args.namespace, "labels": labels},
             spec={
-                "replicas": 1,
-                "strategy": {"type": "Recreate"},
+                "replicas": 2 if args.database_url else 1,
+                "strategy": ({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}
+                             if args.database_url else {"type": "Recreate"}),
                 "selector": {"matchLabels": selector},
                 "template": {"metadata": {"labels": labels}, "spec": self._pod_spec(args, command, claim, secret)},
             },

@@ -81,6 +81,8 @@ def test_a_postgresql_store_replaces_the_claim(scan_results: Path) -> None:  # n
     container = dep["spec"]["template"]["spec"]["containers"][0]
     argv = container["command"]
     assert argv[argv.index("--state") + 1] == url
+    # One store for both pods: the runner lease lets one send the lines and the other stand by.
+    assert dep["spec"]["replicas"] == 2 and dep["spec"]["strategy"]["type"] == "RollingUpdate"
     assert {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "batch-db", "key": "password"}}} \
         in container["env"]
     assert not [r for r in run.resources if r.name == "batch-state"]
