@@ -96,8 +96,9 @@ def monitoring_credentials(state: LabState) -> str:
     path = monitoring_password_file(state.lab_dir)
     if not path.exists():
         state.lab_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(18) + "\n")
-        path.chmod(0o600)
+        # Created owner-only (never readable by others, not even for a moment).
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(secrets.token_urlsafe(18) + "\n")
     return f"{MONITORING_USER_DEFAULT}:{path.read_text().strip()}"
 # --- end monitoring credentials ---
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from enum import StrEnum
 from pathlib import Path
 
@@ -121,5 +122,8 @@ def load(lab_dir: Path) -> LabState | None:
 def save(state: LabState) -> None:
     state.lab_dir.mkdir(parents=True, exist_ok=True)
     tmp = state_file(state.lab_dir).with_suffix(".tmp")
-    tmp.write_text(state.model_dump_json(indent=2))
+    # Owner only: the state holds the monitoring password (NodeState.prometheus_credentials).
+    tmp.unlink(missing_ok=True)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(state.model_dump_json(indent=2))
     tmp.replace(state_file(state.lab_dir))
