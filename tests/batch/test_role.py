@@ -34,12 +34,15 @@ PLAY = """
 """
 
 
-def _render(tmp: Path, extra: dict[str, object]) -> str:
+def _render(tmp: Path, extra: dict[str, object], groups: dict[str, object] | None = None) -> str:
+    """The unit as Ansible renders it; `groups`: inventory groups besides localhost (the serving nodes)."""
     (tmp / "play.yml").write_text(PLAY.format(role=ROLE))
     (tmp / "vars.yml").write_text(yaml.safe_dump({"out": str(tmp), **extra}))
+    (tmp / "inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {}}, "children": groups or {}}}))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}
-    proc = subprocess.run([str(BIN / "ansible-playbook"), "-c", "local", "-e", f"@{tmp / 'vars.yml'}",
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "-c", "local", "-i", str(tmp / "inventory.yml"),
+                           "-e", f"@{tmp / 'vars.yml'}",
                            "-e", f"ansible_python_interpreter={sys.executable}", str(tmp / "play.yml")],
                           capture_output=True, text=True, env=env, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -88,6 +91,7 @@ def test_keys_and_ca_reach_the_command_only_when_given(tmp_path: Path) -> None:
     bare = _exec_start(_render(tmp_path, {}))
     assert "--api-key-file" not in bare and "--upstream-api-key-file" not in bare and "--prometheus" not in bare
     assert "--upstream-ca-file" not in bare
+    assert bare[bare.index("--max-inflight") + 1] == "64"  # no spec in the inventory to count rows from
     full = _exec_start(_render(tmp_path, {"batch_api_key_file": "/etc/llmrack/keys.json",
                                           "batch_upstream_api_key": "lrk-secret", "batch_upstream_ca_file": "/ca.pem"}))
     assert full[full.index("--api-key-file") + 1] == "/etc/llmrack/keys.json"
@@ -113,3 +117,21 @@ def test_a_database_url_replaces_the_state_dir_and_its_password_stays_off_the_co
     argv = _exec_start(unit)
     assert argv[argv.index("--state") + 1] == "postgresql://batch@db.rack:5432/batch"
     assert "Environment=PGPASSFILE=/etc/llmrack/batch/pgpass" in unit and "pg-secret" not in unit
+
+
+def test_batch_leaves_every_replica_its_online_rows_and_gateway_connections(tmp_path: Path) -> None:
+    """By default the service sends at most every replica's rows less the engine's online reserve: the gateway's
+    maxconn per replica is max_num_seqs, so with more in flight batch requests would hold every connection to a
+    replica and an online request would wait at the gateway for one of them to finish. A replica of several nodes
+    counts once (its leader)."""
+    serving = {"serving_nodes": {"hosts": {"n1": {}, "n2": {"llmrack_replica_rank": 0},
+                                           "n3": {"llmrack_replica_rank": 1}}}}
+
+    def inflight(extra: dict[str, object], groups: dict[str, object] | None = serving) -> int:
+        argv = _exec_start(_render(tmp_path, extra, groups))
+        return int(argv[argv.index("--max-inflight") + 1])
+
+    spec = {"llmrack_deployment": {"serving": {"max_num_seqs": 8}}}
+    assert inflight(spec) == 2 * (8 - 1)  # the lab: 2 replicas of 8 rows, one kept for online each
+    assert inflight({**spec, "batch_max_inflight": 5}) == 5  # the operator's own figure
+    assert inflight(spec, None) == 64  # no serving nodes to count
