@@ -4,6 +4,7 @@ against the idle capacity of the same upstream.
     .venv/bin/python benchmarks/batch_priority.py --upstream URL --batch URL [--model NAME] [--seconds 30]
     .venv/bin/python benchmarks/batch_priority.py --local   # starts a tiny llmrack server and the batch service
     .venv/bin/python benchmarks/batch_priority.py --lab-dir DIR   # a running lab: everything through its gateway
+    .venv/bin/python benchmarks/batch_priority.py --lab-dir DIR --batch URL   # the lab, another batch service
 
 Phases, one after the other, on the same upstream:
   1. capacity  a closed loop of --capacity-clients direct requests (no batch service): the idle rack's tokens/s
@@ -192,7 +193,9 @@ def lab(a: argparse.Namespace) -> None:
     state = labs.require(Path(a.lab_dir))
     if not state.gateway_url:
         raise SystemExit(f"the lab in {a.lab_dir} has no gateway")
-    a.upstream = a.batch = state.gateway_url
+    a.upstream = state.gateway_url
+    # --batch: a batch service of the caller's (e.g. started with other flags, sending to this lab's gateway).
+    a.batch = a.batch or state.gateway_url
     a.model = serving_artifacts.SERVED_NAME
     HTTP.update(headers={"Authorization": f"Bearer {serving_artifacts.api_key(state.lab_dir)}"},
                 verify=ssl.create_default_context(cafile=str(state.rack_ca)))
@@ -201,7 +204,7 @@ def lab(a: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--upstream", help="the rack's OpenAI API (gateway or node)")
-    parser.add_argument("--batch", help="the batch service")
+    parser.add_argument("--batch", help="the batch service (with --lab-dir: instead of the lab's own)")
     parser.add_argument("--model", help="served model name")
     parser.add_argument("--local", action="store_true", help="start a tiny llmrack server and a batch service")
     parser.add_argument("--lab-dir", help="a running lab: its gateway is the upstream and the batch service")
