@@ -11,7 +11,8 @@ headless worker have joined, and cannot re-admit a rank into a running group:
 
 So, on the leader's node (--role leader), every second:
 - the group formed: the leader's engine answered its health path once in this start of its unit (systemd's
-  InvocationID). The workers' unit invocations at that moment are the group.
+  InvocationID), every worker's agent answered and says its rank joined this start. The workers' unit
+  invocations at that moment are the group.
 - a worker of the group gone (its unit stopped or restarted, or its agent silent for --grace polls): the leader's
   container is killed (SIGKILL: requests in flight end at once, the gateway's health check sees the port closed
   and answers 503) and systemd starts it again (Restart=on-failure); the new leader waits for its workers.
@@ -20,7 +21,14 @@ So, on the leader's node (--role leader), every second:
   is left alone) and systemd starts it again, to join the next leader.
 - a start of the leader that has not formed the replica after --form-timeout seconds (a rank that went away
   during the rendezvous) is killed too.
-On a worker's node (--role worker): answers GET /state (its unit's state) and POST /kill.
+On a worker's node (--role worker): answers GET /state (its unit's state; the leader's agent polls it every second
+and names the leader's current start, ?leader=INVOCATION) and POST /kill, and watches the leader:
+- the leader start its rank joined (the first one the leader's polls name for --attach-after seconds after the rank
+  started: a poll read just before the leader restarted names a start that is already gone) has ended and another
+  is running: the rank is killed, to join the new one (a leader whose node was lost, and its agent with it,
+  cannot ask);
+- the leader's agent has not polled for --leader-grace seconds (the leader's node is lost or cut off): the rank is
+  killed once, so that its next start waits for the leader to come back instead of holding a group that is gone.
 
 GET /health on the leader's agent: 200 when the group is formed and complete, else 503, with the state as JSON.
 """
@@ -34,6 +42,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -122,7 +131,7 @@ class Leader:
         me = self.unit.state()
         states: dict[str, dict[str, Any] | None] = {}
         for name, url in self.workers.items():
-            code, body = _get(f"{url}/state", timeout=3)
+            code, body = _get(f"{url}/state?leader={urllib.parse.quote(str(me['invocation']))}", timeout=3)
             states[name] = body if code == 200 and isinstance(body, dict) else None
         with self.lock:
             self.worker_state = states
@@ -146,6 +155,8 @@ class Leader:
             if not self.formed:
                 if any(s is None for s in states.values()):  # every worker's agent answers before the group is taken
                     return
+                if any(s and s.get("attached", self.invocation) != self.invocation for s in states.values()):
+                    return  # a worker's rank joined another start of the leader: it resets itself first
                 code, _ = _get(self.health_url, timeout=5)
                 if code != 200:
                     return
@@ -171,18 +182,61 @@ class Leader:
 
 
 class Worker:
-    def __init__(self, unit: Unit) -> None:
+    def __init__(self, unit: Unit, leader_grace: float, attach_after: float) -> None:
         self.unit = unit
+        self.leader_grace = leader_grace
+        self.attach_after = attach_after
+        self.candidate, self.candidate_since = "", 0.0  # the leader start the polls name, and since when
+        self.invocation = ""  # the rank's start being watched
+        self.attached = ""  # the leader start that rank joined ("" until one is seen)
+        self.leader = ""  # the leader's current start, as its agent's last poll named it ("" while it is stopped)
+        self.polled = 0.0  # when the leader's agent last polled (monotonic; 0: never)
+        self.killed: set[str] = set()
+        self.lock = threading.Lock()
 
     def snapshot(self) -> dict[str, Any]:
-        return {"role": "worker", **self.unit.state()}
+        with self.lock:
+            return {"role": "worker", **self.unit.state(), "attached": self.attached}
 
-    def kill(self, invocation: str) -> int:
-        state = self.unit.state()
-        if not state["active"] or state["invocation"] != invocation:
-            return 409
-        self.unit.kill(f"the leader that rank {invocation} joined is gone: it restarts to join the next one")
-        return 200
+    def polled_by_leader(self, leader: str) -> None:
+        with self.lock:
+            self.leader, self.polled = leader, time.monotonic()
+
+    def kill(self, invocation: str, why: str = "") -> int:
+        with self.lock:
+            state = self.unit.state()
+            if not state["active"] or state["invocation"] != invocation:
+                return 409
+            if invocation not in self.killed:  # the leader's agent and this one may both ask
+                self.killed.add(invocation)
+                self.unit.kill(why or f"the leader that rank {invocation} joined is gone: it restarts to join the "
+                               "next one")
+            return 200
+
+    def poll(self) -> None:
+        me = self.unit.state()
+        why = ""
+        with self.lock:
+            now = time.monotonic()
+            if me["invocation"] != self.invocation:
+                self.invocation, self.attached, self.candidate = me["invocation"], "", ""
+            if not self.invocation or not self.polled:
+                return
+            fresh = now - self.polled <= self.leader_grace
+            if fresh and self.leader and not self.attached:
+                if self.leader != self.candidate:
+                    self.candidate, self.candidate_since = self.leader, now
+                elif now - self.candidate_since >= self.attach_after:
+                    self.attached = self.leader
+                    log(f"rank {self.invocation} joins leader start {self.attached}")
+            elif fresh and self.leader and self.leader != self.attached:
+                why = (f"the leader start rank {self.invocation} joined ({self.attached}) ended and {self.leader} "
+                       "runs: the rank restarts to join it")
+            elif not fresh and self.attached:
+                why = (f"the leader's agent has not polled for {self.leader_grace:g} s (its node is lost or cut "
+                       f"off): rank {self.invocation} restarts to wait for the leader's return")
+        if why:
+            self.kill(me["invocation"], why)
 
 
 def serve(role: Leader | Worker, bind: str, port: int) -> ThreadingHTTPServer:
@@ -196,10 +250,14 @@ def serve(role: Leader | Worker, bind: str, port: int) -> ThreadingHTTPServer:
             self.wfile.write(data)
 
         def do_GET(self) -> None:
+            path, _, query = self.path.partition("?")
+            leader = urllib.parse.parse_qs(query, keep_blank_values=True).get("leader")
+            if path == "/state" and leader is not None and isinstance(role, Worker):
+                role.polled_by_leader(leader[0])
             state = role.snapshot()
-            if self.path == "/state":
+            if path == "/state":
                 self._reply(200, state)
-            elif self.path == "/health" and isinstance(role, Leader):
+            elif path == "/health" and isinstance(role, Leader):
                 self._reply(200 if state["complete"] else 503, state)
             else:
                 self._reply(404, {"error": "GET /state or /health"})
@@ -229,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", action="append", default=[], help="leader: NAME=http://ADDRESS:PORT of a worker's agent")
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--grace", type=int, default=3, help="leader: polls a worker's agent may miss before it is lost")
+    p.add_argument("--leader-grace", type=float, default=30,
+                   help="worker: seconds without a poll from the leader's agent before the rank is reset")
+    p.add_argument("--attach-after", type=float, default=5,
+                   help="worker: seconds the leader's polls must name one leader start before the rank is taken to "
+                   "have joined it (longer than a poll's round trip)")
     p.add_argument("--form-timeout", type=float, default=900,
                    help="leader: seconds a start of the leader may take to form the replica before it is restarted")
     args = p.parse_args(argv)
@@ -240,15 +303,14 @@ def main(argv: list[str] | None = None) -> int:
         role = Leader(unit, args.health_url, dict(w.split("=", 1) for w in args.worker), args.grace,
                       args.form_timeout)
     else:
-        role = Worker(unit)
+        role = Worker(unit, args.leader_grace, args.attach_after)
     serve(role, args.bind, args.port)
     log(f"replica agent ({args.role}) on {args.bind}:{args.port}")
     while True:
-        if isinstance(role, Leader):
-            try:
-                role.poll()
-            except Exception as exc:  # keep watching: one bad poll must not stop the replica's supervision
-                log(f"poll failed: {exc!r}")
+        try:
+            role.poll()
+        except Exception as exc:  # keep watching: one bad poll must not stop the replica's supervision
+            log(f"poll failed: {exc!r}")
         time.sleep(args.interval)
 
 
