@@ -30,6 +30,7 @@ pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists() or os.geteuid() != 0,
 
 MAXCONN = 4
 ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "gateway"
+PLAYBOOK_FILTERS = ROLE.parents[1] / "playbooks" / "filter_plugins"
 BIN = Path(sys.executable).parent
 
 # The role's own tasks for what needs no systemd: the rack CA and certificate, the key map, the config (haproxy -c).
@@ -67,7 +68,9 @@ def _play(tmp: Path, extra: dict[str, object]) -> subprocess.CompletedProcess[st
     (tmp / "extra.yml").write_text(yaml.safe_dump(extra))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "ANSIBLE_CONFIG": str(ROLE.parents[1] / "ansible.cfg"),
-           "ANSIBLE_FILTER_PLUGINS": str(ROLE / "filter_plugins"), "ANSIBLE_CACHE_PLUGIN": "memory"}
+           # The role's filters and the playbooks' (what site.yml's gateway play sees).
+           "ANSIBLE_FILTER_PLUGINS": f"{ROLE / 'filter_plugins'}{os.pathsep}{PLAYBOOK_FILTERS}",
+           "ANSIBLE_CACHE_PLUGIN": "memory"}
     return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(tmp / "inventory.yml"), str(tmp / "play.yml"),
                            "-e", f"@{tmp / 'extra.yml'}"], capture_output=True, text=True, env=env, timeout=300,
                           check=False)
