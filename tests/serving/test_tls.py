@@ -67,10 +67,11 @@ def tls_server(qwen2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
+        verified = ssl.create_default_context(cafile=str(ca))
         while True:
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else proc.returncode
             try:
-                if httpx.get(f"https://127.0.0.1:{port}/ready", verify=str(ca), timeout=2).status_code == 200:
+                if httpx.get(f"https://127.0.0.1:{port}/ready", verify=verified, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -88,7 +89,7 @@ def test_the_engine_serves_tls_that_verifies_against_the_rack_ca(tls_server: tup
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
             ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
         assert tls.version() in ("TLSv1.2", "TLSv1.3")
-    r = httpx.get(f"https://localhost:{port}/v1/models", verify=str(ca), timeout=10)
+    r = httpx.get(f"https://localhost:{port}/v1/models", verify=ctx, timeout=10)
     assert r.status_code == 200 and r.json()["data"]
     with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port: no HTTP answer
         httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5)

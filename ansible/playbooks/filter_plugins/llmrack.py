@@ -140,6 +140,11 @@ def serving_port(data: Any) -> int:
     return _spec(data).serving.port
 
 
+def serving_scheme(data: Any) -> str:
+    """How the gateways, Prometheus and checks reach the serving port: https with the spec's serving.tls."""
+    return "https" if _spec(data).serving.tls else "http"
+
+
 def devices_per_node(data: Any) -> int:
     """Accelerators a node of the spec's accelerator has (catalog fact), the default llmrack_accelerator_count."""
     return catalog.accelerator(_spec(data).accelerator).devices_per_node
@@ -164,6 +169,7 @@ class FilterModule:
             "llmrack_ready_path": ready_path,
             "llmrack_served_name": served_name,
             "llmrack_serving_port": serving_port,
+            "llmrack_serving_scheme": serving_scheme,
             "llmrack_devices_per_node": devices_per_node,
             "llmrack_unscanned_allowed": unscanned_allowed,
             "llmrack_queue_alert_threshold": queue_alert_threshold,
