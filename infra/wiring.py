@@ -181,6 +181,7 @@ def component_args(cfg: StackConfig) -> ComponentArgs:
             helm_repo=monitoring.helm_repo,
             retention=monitoring.retention,
             custom_metrics=cfg.serving.autoscaling.enabled,
+            serving_tls=cfg.spec.serving.tls,
         ) if monitoring.enabled else None,
     )
     out.validate()

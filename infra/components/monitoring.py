@@ -42,13 +42,20 @@ def load_dashboards() -> dict[str, str]:
     return {p.name: json.dumps(json.loads(p.read_text())) for p in sorted(DASHBOARDS_DIR.glob("*.json"))}
 
 
-def scrape_configs(serving_namespace: str, vendor: str, batch: bool = False) -> list[dict[str, Any]]:
+def scrape_configs(serving_namespace: str, vendor: str, batch: bool = False,
+                   serving_tls: bool = False) -> list[dict[str, Any]]:
     """Plain Prometheus scrape configs: no ServiceMonitor CRDs, so no ordering between charts. With `batch`, the
-    batch service too, under the job name the Ansible monitoring role gives it."""
+    batch service too, under the job name the Ansible monitoring role gives it. With `serving_tls` (the spec's
+    serving.tls) the serving pods are scraped over https."""
     exporter = EXPORTERS[vendor]
+    # serving.tls: encrypted; the pods are scraped at their IPs, which their certificate (the front door's) does not
+    # name, and its CA is a Secret of the serving namespace Prometheus cannot mount: the name is not verified here.
+    serving_scheme: dict[str, Any] = ({"scheme": "https", "tls_config": {"insecure_skip_verify": True}}
+                                      if serving_tls else {})
     return [
         {
             "job_name": "llmrack-serving",
+            **serving_scheme,
             "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [serving_namespace]}}],
             "relabel_configs": [
                 {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"], "regex": "llmrack-serving",
@@ -113,6 +120,8 @@ class MonitoringArgs:
     custom_metrics: bool = True
     # The stack runs the batch service (llmrack:batch): scrape it.
     batch_service: bool = False
+    # The spec's serving.tls: the serving pods' metrics over https.
+    serving_tls: bool = False
 
     def validate(self) -> None:
         check(self.vendor in EXPORTERS, "MonitoringArgs.vendor", self.vendor, f"must be one of {', '.join(EXPORTERS)}")
@@ -138,7 +147,8 @@ class Monitoring(pulumi.ComponentResource):
         values = {
             "prometheus": {"prometheusSpec": {
                 "retention": args.retention,
-                "additionalScrapeConfigs": scrape_configs(args.serving_namespace, args.vendor, args.batch_service),
+                "additionalScrapeConfigs": scrape_configs(args.serving_namespace, args.vendor, args.batch_service,
+                                                          args.serving_tls),
             }},
             "additionalPrometheusRulesMap": {
                 "llmrack-shared": load_rules(),

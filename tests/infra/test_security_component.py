@@ -171,6 +171,10 @@ def test_serving_tls_pods_serve_with_the_front_doors_certificate(scan_results: P
     assert args[args.index("--ssl-keyfile") + 1] == f"{TLS_DIR}/tls.key"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["scheme"] == "HTTPS", probe
+    stack_values = run.one("kubernetes:helm.sh/v3:Release", "monitoring-kube-prometheus-stack").state["values"]
+    (job,) = [c for c in stack_values["prometheus"]["prometheusSpec"]["additionalScrapeConfigs"]
+              if c["job_name"] == "llmrack-serving"]
+    assert job["scheme"] == "https"
 
     # Without llmrack:security there is no certificate to serve with: refused before any resource.
     del plain["llmrack:security"]
