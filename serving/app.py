@@ -116,10 +116,19 @@ def create_app(settings: ServingSettings | None = None, state: ServerState | Non
     app.include_router(health.router)
     app.include_router(openai.router)
 
+    # Probes are not requests: a load balancer asks /ready every few seconds while a node loads, and counted as
+    # failed requests those 503s would show every restart as errors (a canary judged just after its restart would
+    # be rolled back for them).
+    probes = frozenset(getattr(route, "path", "") for route in health.router.routes)
+
+    def count_failure(request: Request, status: int) -> None:
+        if request.url.path not in probes:
+            state.metrics.failed(status)
+
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
         if exc.status >= 400:
-            state.metrics.failed(exc.status)
+            count_failure(request, exc.status)
         return _error(exc.status, exc.info, exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -141,7 +150,7 @@ def create_app(settings: ServingSettings | None = None, state: ServerState | Non
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Logged with its traceback here; the client only learns that it failed.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        state.metrics.failed(500)
+        count_failure(request, 500)
         return _error(500, ErrorInfo(message="internal server error", type="internal_error"))
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -64,6 +64,10 @@ def test_sigterm_drains_then_exits_zero(qwen2_dir: Path) -> None:
     assert ready.status_code == 503 and ready.json()["error"]["code"] == "draining"
     refused = httpx.post(f"{url}/v1/completions", json={"model": "m", "prompt": "x", "max_tokens": 2})
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "draining"
+    # A load balancer's probes are not requests: of the 503s, only the refused completion counts as a failure.
+    assert all(httpx.get(f"{url}/ready").status_code == 503 for _ in range(3))
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'llmrack_request_failure_total{model_name="m",status="503"} 1.0' in metrics, metrics
     assert proc.poll() is None, "exited before the in-flight request finished"
     thread.join(60)
     assert result["status"] == 200 and result["lines"][-1] == "data: [DONE]"
