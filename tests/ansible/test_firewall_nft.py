@@ -18,10 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "firewall"
-BIN = Path(sys.executable).parent
+from tests.ansible import firewall_render
+
 NS = f"llmrack-fw-{os.getpid()}"
 NET = f"10.231.{os.getpid() % 250}"  # per process: two test processes at once get namespaces that do not collide
 NODE, GATEWAY, PROMETHEUS, ADMIN, OTHER, PEER = (f"{NET}.{i}" for i in (10, 1, 2, 3, 4, 5))
@@ -31,21 +30,6 @@ LAUNCHER, EPHEMERAL = 29500, 40123  # vLLM's --master-port; a port gloo/NCCL/vLL
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("ip"),
     reason="needs root, nft and ip on this host (apt-get install nftables iproute2)")
-
-PLAY = """
-- name: Firewall rules for one node
-  hosts: node1
-  gather_facts: false
-  vars_files: ["{role}/defaults/main.yml", "{role}/vars/main.yml"]
-  tasks:
-    - name: Render
-      ansible.builtin.template:
-        src: "{role}/templates/llmrack.nft.j2"
-        dest: "{{{{ out }}}}"
-        mode: "0644"
-        validate: "nft -c -f %s"
-"""
-
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=60)
@@ -61,19 +45,8 @@ def _render(tmp: Path) -> Path:
                                               "llmrack_replica": "node1"},
                                     "node2": {"firewall_address": OTHER},
                                     "node3": {"firewall_address": PEER, "llmrack_replica": "node1"}}}}}}
-    (tmp / "inventory.yml").write_text(yaml.safe_dump(inventory))
-    (tmp / "play.yml").write_text(PLAY.format(role=ROLE))
-    out = tmp / "llmrack.nft"
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "ANSIBLE_CONFIG": str(ROLE.parents[1] / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"}
-    extra = {"out": str(out), "firewall_admin_networks": [f"{ADMIN}/32"], "firewall_serving_port": SERVING,
-             "ansible_managed": "test"}
-    (tmp / "extra.yml").write_text(yaml.safe_dump(extra))
-    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(tmp / "inventory.yml"), str(tmp / "play.yml"),
-                           "-e", f"@{tmp / 'extra.yml'}"], capture_output=True, text=True, env=env, timeout=300,
-                          check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    return out
+    return firewall_render.render(tmp, inventory, "node1", {
+        "firewall_admin_networks": [f"{ADMIN}/32"], "firewall_serving_port": SERVING})
 
 
 @pytest.fixture(scope="module")
