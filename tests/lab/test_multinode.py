@@ -193,7 +193,7 @@ def test_validation_passes_with_the_golden_check(replica: lab.UpResult, referenc
     assert rc == 0, [c for c in checks if c["status"] == "fail"]
     leader, worker = _leader_worker(replica)
     status = {c["id"]: c["status"] for c in checks}
-    for check in ("ready", "api_key", "completion", "golden_output", "allreduce"):
+    for check in ("ready", "api_key", "completion", "golden_output", "allreduce", "fabric"):
         assert status[f"serving.{check}[{leader}]"] == "pass", status
         assert status[f"serving.{check}[{worker}]"] == "skip", status  # checked on its leader
     # The replica's all-reduce: torch.distributed gloo between the two nodes, in the serving image, on the data
@@ -201,6 +201,11 @@ def test_validation_passes_with_the_golden_check(replica: lab.UpResult, referenc
     allreduce = next(c for c in checks if c["id"] == f"serving.allreduce[{leader}]")
     assert allreduce["unit"] == "GB/s" and float(str(allreduce["measured"])) > 0, allreduce
     print(f"\nall-reduce across the replica: {allreduce['detail']}")
+    # The accelerators' fabric: nccl-tests through mpirun from the leader, as on an NVIDIA rack; here the simulated
+    # tools the sim-a100 driver installer laid down answer, from each node's board (llmrack/lab/data/sim).
+    nccl = next(c for c in checks if c["id"] == f"serving.fabric[{leader}]")
+    assert "16 ranks on 2 hosts" in str(nccl["detail"]), nccl
+    print(f"fabric across the replica: {nccl['measured']} {nccl['unit']} {nccl['detail']}")
 
 
 def test_prometheus_scrapes_the_leaders_engine_metrics(replica: lab.UpResult) -> None:
