@@ -25,11 +25,12 @@ import pytest
 import yaml
 
 from serving.model.tiny import make_tiny
-from tests.ansible.test_gateway_haproxy import BIN, HAPROXY, PLAYBOOK_FILTERS, ROLE, _wait_port
+from tests.ansible import role_play
+from tests.ansible.test_gateway_haproxy import HAPROXY, _wait_port
 from tests.serving.conftest import free_port
 from tests.serving.test_tls import _certificates
 
-ROLES = ROLE.parent
+ROLES = role_play.ROLES
 SPEC = {"name": "tls", "environment": "lab", "accelerator": "a100-80g",
         "model": {"name": "deepseek-r1-distill-qwen-1.5b", "source": "/m"},
         "serving": {"max_model_len": 256, "max_num_seqs": 2, "engine": "llmrack", "tls": True}}
@@ -72,18 +73,9 @@ PLAY = """
 
 
 def _play(tmp: Path, extra: dict[str, object]) -> subprocess.CompletedProcess[str]:
-    (tmp / "play.yml").write_text(PLAY.format(roles=ROLES))
-    (tmp / "inventory.yml").write_text(yaml.safe_dump({"all": {"children": {
-        "gateway": {"hosts": {"gw": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}},
-        "serving_nodes": {"hosts": {"gw": {}}}, "monitoring": {"hosts": {"gw": {}}}}}}))
-    (tmp / "extra.yml").write_text(yaml.safe_dump(extra))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "ANSIBLE_CONFIG": str(ROLES.parent / "ansible.cfg"),
-           "ANSIBLE_FILTER_PLUGINS": f"{ROLE / 'filter_plugins'}{os.pathsep}{PLAYBOOK_FILTERS}",
-           "ANSIBLE_CACHE_PLUGIN": "memory"}
-    return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(tmp / "inventory.yml"), str(tmp / "play.yml"),
-                           "-e", f"@{tmp / 'extra.yml'}"], capture_output=True, text=True, env=env, timeout=300,
-                          check=False)
+    return role_play.run(tmp, PLAY.format(roles=ROLES), {"all": {"children": {
+        "gateway": {"hosts": {"gw": role_play.LOCAL}}, "serving_nodes": {"hosts": {"gw": {}}},
+        "monitoring": {"hosts": {"gw": {}}}}}}, extra)
 
 
 def _engine(model: Path, port: int, cert: Path, key: Path) -> subprocess.Popen[str]:

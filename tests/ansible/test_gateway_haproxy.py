@@ -15,7 +15,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,47 +22,22 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from llmrack.keys import KeyStore, TenantLimits, load, save
 from serving.model.tiny import make_tiny
+from tests.ansible import role_play
 from tests.serving.conftest import ThreadServer, free_port
 
-ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "gateway"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
-BIN = Path(sys.executable).parent
-PLAYBOOK_FILTERS = ROLE.parents[1] / "playbooks" / "filter_plugins"  # llmrack_bcrypt
 MANAGEMENT = "127.0.0.2"
 STATS_PASSWORD = "stats-secret-for-the-test"
 
 pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists() or os.geteuid() != 0,
                                 reason="needs Debian's haproxy on this host and root (apt-get install haproxy)")
 
-PLAY = """
-- name: Gateway parts on this host
-  hosts: gw
-  gather_facts: true
-  vars_files: ["{role}/defaults/main.yml", "{role}/vars/main.yml", "{role}/vars/Debian.yml"]
-  handlers:
-    - name: Reload recorded
-      ansible.builtin.debug: {{msg: "HAProxy would reload here"}}
-      listen: Gateway | Reload HAProxy
-  tasks:
-    - name: TLS
-      ansible.builtin.include_tasks: "{role}/tasks/tls.yml"
-    - name: Key map
-      ansible.builtin.include_tasks: "{role}/tasks/keys.yml"
-    - name: Stats password
-      ansible.builtin.include_tasks: "{role}/tasks/stats_auth.yml"
-    - name: Config
-      ansible.builtin.template:
-        src: "{role}/templates/haproxy.cfg.j2"
-        dest: "{{{{ out }}}}/haproxy.cfg"
-        mode: "0640"
-        validate: "{{{{ __gateway_bin }}}} -c -f %s"
-    - name: Key map into a running HAProxy
-      ansible.builtin.include_tasks: "{role}/tasks/keys_apply.yml"
-"""
+# The role's task files that need no systemd: the rack CA and certificate, the key map, the stats password, the
+# config (haproxy -c), and the key map applied to the running HAProxy.
+PLAY = role_play.gateway_play("tls", "keys", "stats_auth", "config", "keys_apply")
 
 
 @dataclass
@@ -79,20 +53,8 @@ class Gateway:
 
 
 def _play(tmp: Path, extra: dict[str, object]) -> subprocess.CompletedProcess[str]:
-    (tmp / "play.yml").write_text(PLAY.format(role=ROLE))
-    if not (tmp / "files").exists():  # where a play outside the role finds the role's files
-        (tmp / "files").symlink_to(ROLE / "files")
-    (tmp / "inventory.yml").write_text(yaml.safe_dump({"all": {"children": {
-        "gateway": {"hosts": {"gw": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}},
-        "serving_nodes": {"hosts": {"backend1": {}}}}}}))
-    (tmp / "extra.yml").write_text(yaml.safe_dump(extra))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "ANSIBLE_CONFIG": str(ROLE.parents[1] / "ansible.cfg"),
-           "ANSIBLE_FILTER_PLUGINS": f"{ROLE / 'filter_plugins'}{os.pathsep}{PLAYBOOK_FILTERS}",
-           "ANSIBLE_CACHE_PLUGIN": "memory"}
-    return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(tmp / "inventory.yml"), str(tmp / "play.yml"),
-                           "-e", f"@{tmp / 'extra.yml'}"], capture_output=True, text=True, env=env, timeout=300,
-                          check=False)
+    return role_play.run(tmp, PLAY, {"all": {"children": {
+        "gateway": {"hosts": {"gw": role_play.LOCAL}}, "serving_nodes": {"hosts": {"backend1": {}}}}}}, extra)
 
 
 def _wait_port(port: int, timeout: float = 15) -> None:

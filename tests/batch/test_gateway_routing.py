@@ -11,7 +11,6 @@ import re
 import signal
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +18,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import yaml
 
+from tests.ansible import role_play
 from tests.ansible.test_gateway_haproxy import HAPROXY, _wait_port
 from tests.batch.conftest import KEYS, BatchService, counts, jsonl_of, requests_file, wait_for
 from tests.serving.conftest import ThreadServer, free_port
@@ -29,51 +28,16 @@ pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists() or os.geteuid() != 0,
                                 reason="needs Debian's haproxy on this host and root (apt-get install haproxy)")
 
 MAXCONN = 4
-ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "gateway"
-PLAYBOOK_FILTERS = ROLE.parents[1] / "playbooks" / "filter_plugins"
-BIN = Path(sys.executable).parent
 
 # The role's own tasks for what needs no systemd: the rack CA and certificate, the key map, the config (haproxy -c).
-PLAY = """
-- name: Gateway config on this host
-  hosts: gw
-  gather_facts: true
-  vars_files: ["{role}/defaults/main.yml", "{role}/vars/main.yml", "{role}/vars/Debian.yml"]
-  handlers:
-    - name: Reload recorded
-      ansible.builtin.debug: {{msg: "HAProxy would reload here"}}
-      listen: Gateway | Reload HAProxy
-  tasks:
-    - name: TLS
-      ansible.builtin.include_tasks: "{role}/tasks/tls.yml"
-    - name: Key map
-      ansible.builtin.include_tasks: "{role}/tasks/keys.yml"
-    - name: Config
-      ansible.builtin.template:
-        src: "{role}/templates/haproxy.cfg.j2"
-        dest: "{{{{ out }}}}/haproxy.cfg"
-        mode: "0640"
-        validate: "{{{{ __gateway_bin }}}} -c -f %s"
-"""
+PLAY = role_play.gateway_play("tls", "keys", "config")
 
 
 def _play(tmp: Path, extra: dict[str, object]) -> subprocess.CompletedProcess[str]:
-    (tmp / "play.yml").write_text(PLAY.format(role=ROLE))
-    if not (tmp / "files").exists():  # where a play outside the role finds the role's files
-        (tmp / "files").symlink_to(ROLE / "files")
-    (tmp / "inventory.yml").write_text(yaml.safe_dump({"all": {"children": {
-        "gateway": {"hosts": {"gw": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}},
+    return role_play.run(tmp, PLAY, {"all": {"children": {
+        "gateway": {"hosts": {"gw": role_play.LOCAL}},
         # Two serving hosts: each server line must stay a line of its own (the maxconn suffix).
-        "serving_nodes": {"hosts": {"backend1": {}, "backend2": {}}}}}}))
-    (tmp / "extra.yml").write_text(yaml.safe_dump(extra))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "ANSIBLE_CONFIG": str(ROLE.parents[1] / "ansible.cfg"),
-           # The role's filters and the playbooks' (what site.yml's gateway play sees).
-           "ANSIBLE_FILTER_PLUGINS": f"{ROLE / 'filter_plugins'}{os.pathsep}{PLAYBOOK_FILTERS}",
-           "ANSIBLE_CACHE_PLUGIN": "memory"}
-    return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(tmp / "inventory.yml"), str(tmp / "play.yml"),
-                           "-e", f"@{tmp / 'extra.yml'}"], capture_output=True, text=True, env=env, timeout=300,
-                          check=False)
+        "serving_nodes": {"hosts": {"backend1": {}, "backend2": {}}}}}}, extra)
 
 
 @pytest.fixture
