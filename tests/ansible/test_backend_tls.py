@@ -130,6 +130,7 @@ def rack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]
         "serving_tls_dir": str(tmp / "node-tls"), "serving_tls_ca_dir": str(tmp / "ca"),
         "serving_tls_ca_file": str(tmp / "node-rack-ca.crt"), "serving_container_uid": os.getuid(),
         "monitoring_prometheus_config_dir": str(tmp), "monitoring_scrape_interval": "15s",
+        "serving_tls_ca_readers": "none",  # no Prometheus to give the CA to (and reload) on this host
         "__serving_crypto_packages": [],  # the test's Python has cryptography; no package manager runs here
     }
     first = _play(tmp, extra)
