@@ -20,7 +20,8 @@ from serving.settings import ServingSettings
 # Spec serving fields that size the plan or pick the engine; the server has no such setting.
 PLAN_ONLY = {"replicas", "tensor_parallel", "pipeline_parallel", "expert_parallel", "executor", "memory_utilization",
              "engine",
-             "tls"}  # no limit: the rendered command's --ssl-certfile/--ssl-keyfile (tests/unit/test_serving_command.py)
+             # no limit: the rendered command's --ssl-certfile/--ssl-keyfile (tests/unit/test_serving_command.py)
+             "tls"}
 BASE = {"max_model_len": 1024, "max_num_seqs": 4, "max_queue": 16, "port": 8000}
 
 
