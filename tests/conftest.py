@@ -20,9 +20,10 @@ from _pytest.terminal import TerminalReporter
 TOP_TESTS = 10
 SESSION_LAB_UNIT = "session-lab"
 LAB_TESTS = Path(__file__).parent / "lab"
-# Session-lab modules that run after the others: the batch job's traffic (hundreds of requests of another length)
-# would otherwise fall in the windows test_gateway.py's drift check reads as "one traffic shape all along".
-SESSION_LAB_LAST = {"tests/lab/test_batch.py"}
+# Session-lab modules that run after the others, in this order: the batch job's traffic (hundreds of requests of
+# another length) would otherwise fall in the windows test_gateway.py's drift check reads as "one traffic shape all
+# along"; serving.tls, once on, leaves the nodes' plain URLs that every other lab test uses without an answer.
+SESSION_LAB_LAST = ("tests/lab/test_batch.py", "tests/lab/test_serving_tls.py")
 
 
 def _this_suite(config: pytest.Config) -> bool:
@@ -65,8 +66,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not _this_suite(config):
         return
     session_lab = _session_lab_modules()
-    def order(item: pytest.Item) -> tuple[int, bool]:
-        return _work_unit(item.nodeid, session_lab)[0], item.nodeid.split("::", 1)[0] in SESSION_LAB_LAST
+    def order(item: pytest.Item) -> tuple[int, int]:
+        module = item.nodeid.split("::", 1)[0]
+        last = SESSION_LAB_LAST.index(module) + 1 if module in SESSION_LAB_LAST else 0
+        return _work_unit(item.nodeid, session_lab)[0], last
 
     items.sort(key=order)  # stable: each unit keeps its tests' order
 
