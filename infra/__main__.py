@@ -9,8 +9,8 @@ from infra.components.aws_fleet import AwsFleet, AwsFleetArgs
 from infra.components.batch import BatchService, batch_args
 from infra.components.huaweicloud_fleet import HuaweiCloudFleet, HuaweiCloudFleetArgs
 from infra.components.monitoring import Monitoring
-from infra.components.security import FrontDoorSecurity, security_args
-from infra.components.serving import ServingStack
+from infra.components.security import CA_KEY, FrontDoorSecurity, security_args
+from infra.components.serving import ServingStack, service_dns_names
 from infra.components.static_fleet import StaticFleet
 from infra.rules import NAMESPACE, StackConfigError
 from infra.wiring import component_args
@@ -29,17 +29,25 @@ stack_config = pulumi.Config(NAMESPACE)
 security_config = stack_config.get_object("security")
 front_door = (security_args(security_config, cfg.serving.namespace, cfg.spec.name, args.serving.port,
                             list(args.serving.allowlist or []), stack_config.get_secret("tlsCertificate"),
-                            stack_config.get_secret("tlsPrivateKey"))
+                            stack_config.get_secret("tlsPrivateKey"), stack_config.get_secret("tlsCaCertificate"),
+                            service_dns_names(cfg.serving.namespace) if cfg.spec.serving.tls else [],
+                            batch.port if batch is not None else None)
               if security_config is not None else None)
 # serving.tls: the pods serve TLS with the front door's certificate (its Secret), so it needs llmrack:security.
 if cfg.spec.serving.tls:
     if front_door is None:
         raise StackConfigError("llmrack:deployment: serving.tls needs llmrack:security (the certificate the "
                                "serving pods serve with): add it, or set serving.tls: false")
-    if batch is not None:
-        raise StackConfigError("llmrack:batch: the batch service reaches the serving Service over plain "
-                               "HTTP: with serving.tls, leave llmrack:batch out or set serving.tls: false")
     args.serving.tls_secret_name = front_door.tls_secret_name
+    if batch is not None:
+        # The batch service verifies the serving pods' certificate against the CA in the same Secret.
+        if not front_door.secret_has_ca:
+            raise StackConfigError(
+                "llmrack:tlsCaCertificate: with serving.tls the batch service (llmrack:batch) verifies the serving "
+                "pods' certificate against the CA that signed it, and llmrack:tlsCertificate comes without it: set "
+                "llmrack:tlsCaCertificate (secret, PEM) to that CA's certificate, or let cert-manager issue the "
+                "certificate (llmrack:security.certManagerIssuer)")
+        batch.upstream_ca_secret, batch.upstream_ca_key = front_door.tls_secret_name, CA_KEY
 
 fleet: AwsFleet | HuaweiCloudFleet | StaticFleet | None = None
 if isinstance(args.fleet, AwsFleetArgs):
@@ -66,13 +74,16 @@ if args.monitoring is not None:
     args.monitoring.batch_service = batch is not None  # scraped as the monitoring role scrapes it on racks
     monitoring = Monitoring("monitoring", args.monitoring, on_cluster)
 serving = ServingStack("serving", args.serving, on_cluster)
+security = None
 if front_door is not None:
     # In the serving namespace, which the serving stack creates.
-    FrontDoorSecurity("security", front_door,
-                      pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[serving])))
+    security = FrontDoorSecurity("security", front_door,
+                                 pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[serving])))
 if batch is not None:
     batch.upstream_service = serving.service_name
-    BatchService("batch", batch, pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[serving])))
+    # After the front door's Secret too when the batch pods mount its CA (serving.tls).
+    after = [serving, security] if security is not None and batch.upstream_ca_secret else [serving]
+    BatchService("batch", batch, pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=after)))
 
 pulumi.export("plan", {
     "accelerator": cfg.accelerator.name,

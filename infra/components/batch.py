@@ -6,9 +6,14 @@ an existing Secret (`databasePasswordSecret`, key `password`) as libpq's PGPASSW
 
 On SQLite, one replica with the Recreate strategy: the claim is one pod's, and a job in flight resumes from the
 store in the new pod. On PostgreSQL, two replicas rolled one at a time: both answer the API, the one holding the
-store's runner lease sends the lines and the other takes them over when it goes (llmrack.batch.runner). The clients' keys are the stack's API keys
-(a Secret of its own, one key per line: the format the batch service reads whichever engine serves), and the
-service presents the first of them to the serving Service.
+store's runner lease sends the lines and the other takes them over when it goes (llmrack.batch.runner). The
+clients' keys are the stack's API keys (a Secret of its own, one key per line: the format the batch service reads
+whichever engine serves), and the service presents the first of them to the serving Service.
+
+With the spec's serving.tls the serving Service speaks https: the service reaches it at its fixed name
+(infra.components.serving.TLS_SERVICE_NAME, which the pods' certificate carries) and verifies the certificate
+against the CA that signed it, the `ca.crt` of the front door's TLS Secret, mounted alone (never the serving key)
+and passed as `--upstream-ca-file`.
 
 `batch_args` turns the stack's optional `llmrack:batch` object into BatchArgs; without it there is no batch service.
 """
@@ -29,6 +34,8 @@ APP = "llmrack-batch"
 STATE_DIR = "/var/lib/llmrack-batch"
 KEYS_DIR = "/etc/llmrack/batch-keys"
 KEYS_FILE = "api-keys"
+UPSTREAM_CA_DIR = "/etc/llmrack/upstream-ca"
+UPSTREAM_CA_FILE = "ca.crt"
 # The keys of `llmrack:batch` and their types.
 CONFIG_KEYS: dict[str, type] = {"stateSizeGib": int, "storageClass": str, "maxInflight": int, "prometheusUrl": str,
                                  "databaseUrl": str, "databasePasswordSecret": str}
@@ -52,6 +59,14 @@ class BatchArgs:
     # PostgreSQL instead of SQLite on a claim: a libpq URL without password, and the Secret holding it.
     database_url: str | None = None
     database_password_secret: str | None = None
+    # serving.tls: the Secret and key holding the certificate of the CA that signed the serving pods' certificate;
+    # the upstream is then https and verified against it.
+    upstream_ca_secret: str | None = None
+    upstream_ca_key: str | None = None
+
+    @property
+    def upstream_scheme(self) -> str:
+        return "https" if self.upstream_ca_secret is not None else "http"
 
     def validate(self) -> None:
         check(1 <= self.state_size_gib <= 10_000, "BatchArgs.state_size_gib", self.state_size_gib,
@@ -67,6 +82,8 @@ class BatchArgs:
                   "must not carry the password: put it in the Secret named by databasePasswordSecret")
         check(self.database_password_secret is None or self.database_url is not None,
               "BatchArgs.database_password_secret", self.database_password_secret, "needs databaseUrl")
+        check((self.upstream_ca_secret is None) == (self.upstream_ca_key is None), "BatchArgs.upstream_ca_key",
+              self.upstream_ca_key, "goes with upstream_ca_secret (both or neither)")
 
 
 class BatchService(pulumi.ComponentResource):
@@ -95,7 +112,8 @@ class BatchService(pulumi.ComponentResource):
                 f"{k}\n" for k in keys))},
             opts=child,
         )
-        upstream = pulumi.Output.format("http://{0}:{1}", args.upstream_service, args.upstream_port)
+        upstream = pulumi.Output.format("{0}://{1}:{2}", args.upstream_scheme, args.upstream_service,
+                                        args.upstream_port)
         command = pulumi.Output.all(upstream).apply(lambda u: self.argv(args, u[0]))
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
@@ -128,6 +146,8 @@ class BatchService(pulumi.ComponentResource):
                 "--state", args.database_url or STATE_DIR,
                 "--api-key-file", keys, "--host", "0.0.0.0", "--upstream-api-key-file", keys,
                 "--max-inflight", str(args.max_inflight)]
+        if args.upstream_ca_secret is not None:
+            argv += ["--upstream-ca-file", f"{UPSTREAM_CA_DIR}/{UPSTREAM_CA_FILE}"]
         if args.prometheus_url:
             argv += ["--prometheus", args.prometheus_url]
         return argv
@@ -144,6 +164,12 @@ class BatchService(pulumi.ComponentResource):
         volumes: list[dict[str, Any]] = [
             {"name": "keys", "secret": {"secretName": secret.metadata["name"], "defaultMode": 0o440}},
             {"name": "tmp", "emptyDir": {}}]
+        if args.upstream_ca_secret is not None:
+            # Only the CA's certificate: the same Secret holds the serving pods' private key.
+            mounts.append({"name": "upstream-ca", "mountPath": UPSTREAM_CA_DIR, "readOnly": True})
+            volumes.append({"name": "upstream-ca", "secret": {
+                "secretName": args.upstream_ca_secret, "defaultMode": 0o444,
+                "items": [{"key": args.upstream_ca_key, "path": UPSTREAM_CA_FILE}]}})
         if claim is not None:
             mounts.insert(0, {"name": "state", "mountPath": STATE_DIR})
             volumes.insert(0, {"name": "state", "persistentVolumeClaim": {"claimName": claim.metadata["name"]}})

@@ -1,11 +1,15 @@
 """The front door's security on Kubernetes, equal to what the gateway and firewall roles do on a rack.
 
 - TLS: a cert-manager `Certificate` (where the cluster has cert-manager: an issuer name is given) or a
-  `kubernetes.io/tls` Secret from the stack's secret certificate and key; the ingress in front of the serving
-  Service terminates TLS with that Secret.
+  `kubernetes.io/tls` Secret from the stack's secret certificate and key (and, optionally, the certificate of the
+  CA that signed them, as `ca.crt`); the ingress in front of the serving Service terminates TLS with that Secret.
+  With serving.tls the serving pods serve with it too, and the certificate carries the serving Service's in-cluster
+  names (`serving_dns_names`): a client in the cluster (the batch service) verifies it against the Secret's
+  `ca.crt`, which cert-manager writes for a CA-backed issuer and the stack gives as llmrack:tlsCaCertificate.
 - NetworkPolicies: the serving pods accept nothing by default; the serving port is open to the gateway's namespaces
-  (the ingress controller) and to Prometheus' namespace, to the load balancer's allowlist when there is one, and
-  every port between the pods of the deployment itself (a multi-node replica's collectives).
+  (the ingress controller) and to Prometheus' namespace, to the load balancer's allowlist when there is one, to the
+  batch service's pods when the stack runs it, and every port between the pods of the deployment itself (a
+  multi-node replica's collectives). The batch service's port is open to the gateway's namespaces and Prometheus'.
 - Keys: the key store `llmrack keys` writes (hashes only, stack secret llmrack:keysStore) is the serving pods' own
   keys Secret (infra/components/serving.py, `ServingArgs.keys_store`): the Secret they mount, in place of the flat
   apiKeys list, and that llmrack's engine re-reads when the kubelet updates it (no restart).
@@ -20,9 +24,13 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.components._args import ComponentArgsError
+from infra.components.batch import APP as BATCH_APP
 from infra.components.serving import APP
 
 TLS_TYPE = "kubernetes.io/tls"
+# The key of the TLS Secret that holds the signing CA's certificate: where cert-manager writes it, and where the
+# stack's llmrack:tlsCaCertificate goes.
+CA_KEY = "ca.crt"
 
 
 @dataclass
@@ -41,6 +49,19 @@ class SecurityArgs:
     tls_dns_names: list[str] = field(default_factory=list)
     tls_certificate: pulumi.Input[str] | None = None  # PEM, secret
     tls_private_key: pulumi.Input[str] | None = None  # PEM, secret
+    # The certificate of the CA that signed tls_certificate (PEM): the Secret's ca.crt, for clients in the cluster.
+    tls_ca_certificate: pulumi.Input[str] | None = None
+    # serving.tls: the serving Service's in-cluster names (serving.service_dns_names), added to cert-manager's.
+    serving_dns_names: list[str] = field(default_factory=list)
+    # The batch service's port when the stack runs it: its pods call the serving port, the gateways call it.
+    batch_port: int | None = None
+
+    @property
+    def secret_has_ca(self) -> bool:
+        """Whether the TLS Secret carries the signing CA's certificate (CA_KEY): cert-manager writes it for a
+        CA-backed issuer (CA, Vault, self-signed; an ACME issuer cannot issue in-cluster names at all); a Secret
+        from the stack's certificate has it only with tls_ca_certificate."""
+        return bool(self.cert_manager_issuer) or self.tls_ca_certificate is not None
 
     def validate(self) -> None:
         if not self.gateway_namespaces:
@@ -50,6 +71,10 @@ class SecurityArgs:
             if not self.tls_dns_names:
                 raise ComponentArgsError("security: tls_dns_names is empty: cert-manager needs the names the API "
                                          "is reached at, e.g. ['llm.example.internal']")
+            if self.tls_ca_certificate is not None:
+                raise ComponentArgsError("security: tls_ca_certificate (llmrack:tlsCaCertificate) is for a "
+                                         "certificate from the stack; with cert_manager_issuer, cert-manager writes "
+                                         "the CA into the Secret itself: unset it")
         elif self.tls_certificate is None or self.tls_private_key is None:
             raise ComponentArgsError("security: TLS needs either cert_manager_issuer (cert-manager issues the "
                                      "certificate) or both tls_certificate and tls_private_key (secret stack config)")
@@ -75,7 +100,7 @@ class FrontDoorSecurity(pulumi.ComponentResource):
                 metadata={"namespace": args.namespace, "labels": labels},
                 spec={
                     "secretName": args.tls_secret_name,
-                    "dnsNames": args.tls_dns_names,
+                    "dnsNames": list(dict.fromkeys([*args.tls_dns_names, *args.serving_dns_names])),
                     "issuerRef": {"name": args.cert_manager_issuer, "kind": args.cert_manager_issuer_kind,
                                   "group": "cert-manager.io"},
                     "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
@@ -89,12 +114,15 @@ class FrontDoorSecurity(pulumi.ComponentResource):
             )
             outputs["certificate"] = cert.metadata["name"]
         else:
+            data: dict[str, Any] = {"tls.crt": pulumi.Output.secret(args.tls_certificate),
+                                    "tls.key": pulumi.Output.secret(args.tls_private_key)}
+            if args.tls_ca_certificate is not None:
+                data[CA_KEY] = args.tls_ca_certificate
             secret = k8s.core.v1.Secret(
                 f"{name}-tls",
                 metadata={"name": args.tls_secret_name, "namespace": args.namespace, "labels": labels},
                 type=TLS_TYPE,
-                string_data={"tls.crt": pulumi.Output.secret(args.tls_certificate),
-                             "tls.key": pulumi.Output.secret(args.tls_private_key)},
+                string_data=data,
                 opts=child,
             )
             outputs["tlsSecret"] = secret.metadata["name"]
@@ -112,6 +140,10 @@ class FrontDoorSecurity(pulumi.ComponentResource):
             for ns in [*args.gateway_namespaces, args.monitoring_namespace]
         ]
         callers += [{"ipBlock": {"cidr": cidr}} for cidr in args.allowlist]
+        batch_pods = {"app.kubernetes.io/name": BATCH_APP}
+        if args.batch_port is not None:
+            # The batch service sends its lines to the serving Service from the same namespace.
+            callers.append({"podSelector": {"matchLabels": batch_pods}})
         k8s.networking.v1.NetworkPolicy(
             f"{name}-serving-port",
             metadata={"namespace": args.namespace, "labels": labels},
@@ -133,6 +165,20 @@ class FrontDoorSecurity(pulumi.ComponentResource):
             },
             opts=child,
         )
+        if args.batch_port is not None:
+            # Clients reach the batch API through the gateway; Prometheus scrapes it (job batch).
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-batch-port",
+                metadata={"namespace": args.namespace, "labels": labels},
+                spec={
+                    "podSelector": {"matchLabels": batch_pods},
+                    "policyTypes": ["Ingress"],
+                    "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+                                          for ns in [*args.gateway_namespaces, args.monitoring_namespace]],
+                                 "ports": [{"protocol": "TCP", "port": args.batch_port}]}],
+                },
+                opts=child,
+            )
         self.register_outputs(outputs)
 
 
@@ -143,9 +189,10 @@ CONFIG_KEYS: dict[str, type] = {"gatewayNamespaces": list, "monitoringNamespace"
 
 def security_args(raw: Any, namespace: pulumi.Input[str], deployment_name: str, serving_port: int,
                   allowlist: list[str], tls_certificate: pulumi.Input[str] | None,
-                  tls_private_key: pulumi.Input[str] | None) -> SecurityArgs:
+                  tls_private_key: pulumi.Input[str] | None, tls_ca_certificate: pulumi.Input[str] | None = None,
+                  serving_dns_names: list[str] | None = None, batch_port: int | None = None) -> SecurityArgs:
     """SecurityArgs from the stack's `llmrack:security` object and the secret config (llmrack:tlsCertificate,
-    llmrack:tlsPrivateKey); raises naming a wrong key before any resource exists."""
+    llmrack:tlsPrivateKey, llmrack:tlsCaCertificate); raises naming a wrong key before any resource exists."""
     key = "llmrack:security"
     if not isinstance(raw, dict):
         raise ComponentArgsError(f"{key}: {raw!r} is not valid: must be an object with keys {', '.join(CONFIG_KEYS)}")
@@ -162,6 +209,7 @@ def security_args(raw: Any, namespace: pulumi.Input[str], deployment_name: str, 
         cert_manager_issuer=raw.get("certManagerIssuer"),
         cert_manager_issuer_kind=raw.get("certManagerIssuerKind", "ClusterIssuer"),
         tls_dns_names=[str(n) for n in raw.get("tlsDnsNames", [])],
-        tls_certificate=tls_certificate, tls_private_key=tls_private_key)
+        tls_certificate=tls_certificate, tls_private_key=tls_private_key, tls_ca_certificate=tls_ca_certificate,
+        serving_dns_names=list(serving_dns_names or []), batch_port=batch_port)
     args.validate()
     return args

@@ -44,6 +44,16 @@ LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
 LWS_LEADER_ADDRESS = "$(LWS_LEADER_ADDRESS)"
 LWS_WORKER_INDEX = "$(LWS_WORKER_INDEX)"
 MODELS_ROOT = "/models"  # the image contract: the model is mounted at /models/<name>, read-only
+# serving.tls: the serving Service's fixed name, so that its in-cluster names (service_dns_names) are known before
+# the certificate that must carry them is issued; without TLS the Service keeps its auto-name.
+TLS_SERVICE_NAME = APP
+
+
+def service_dns_names(namespace: str) -> list[str]:
+    """The names a client in the cluster reaches the serving Service at under serving.tls, which the pods'
+    certificate must carry for the client to verify it (the batch service uses the first: same namespace)."""
+    return [TLS_SERVICE_NAME, f"{TLS_SERVICE_NAME}.{namespace}", f"{TLS_SERVICE_NAME}.{namespace}.svc",
+            f"{TLS_SERVICE_NAME}.{namespace}.svc.cluster.local"]
 
 
 @dataclass
@@ -89,7 +99,8 @@ class ServingArgs:
     # kubelet updates the mounted Secret, so keys change without a restart.
     keys_store: pulumi.Input[str] | None = None
     # The spec's serving.tls (the command has tls_dir): the kubernetes.io/tls Secret the pods serve with, mounted
-    # at the command's tls_dir (tls.crt, tls.key); the front door's (llmrack:security) certificate.
+    # at the command's tls_dir (tls.crt, tls.key); the front door's (llmrack:security) certificate, which carries the
+    # Service's in-cluster names (service_dns_names).
     tls_secret_name: str | None = None
 
     def validate(self) -> None:
@@ -208,9 +219,11 @@ class ServingStack(pulumi.ComponentResource):
         }
         if args.service_type == "LoadBalancer":
             service_spec["loadBalancerSourceRanges"] = args.allowlist
-        service = k8s.core.v1.Service(
-            f"{name}-service", metadata={"namespace": namespace, "labels": base_labels}, spec=service_spec, opts=in_ns
-        )
+        service_meta: dict[str, Any] = {"namespace": namespace, "labels": base_labels}
+        if args.command.tls_dir:
+            # The certificate names it (service_dns_names); the provider deletes a named object before replacing it.
+            service_meta["name"] = TLS_SERVICE_NAME
+        service = k8s.core.v1.Service(f"{name}-service", metadata=service_meta, spec=service_spec, opts=in_ns)
         # One replica down at a time, whether a node drains or a rollout replaces a pod: the same budget
         # the rollout strategy uses, so a drain never stalls a rollout or the other way round.
         k8s.policy.v1.PodDisruptionBudget(

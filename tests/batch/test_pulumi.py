@@ -15,10 +15,11 @@ import typer.main
 
 from infra.components._args import ComponentArgsError
 from infra.components.batch import BatchArgs, BatchService
+from infra.components.serving import TLS_SERVICE_NAME, service_dns_names
 from infra.policy import validators
 from llmrack.cli.batch_cmd import app as batch_app
 from tests.infra.conftest import scan_results  # noqa: F401  # the fixture, shared with the stack tests
-from tests.infra.harness import Run, kubernetes_objects, run_stack, stack_config
+from tests.infra.harness import SECRETS, Run, kubernetes_objects, run_stack, stack_config
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 
@@ -134,3 +135,123 @@ def test_prometheus_scrapes_the_batch_service_as_on_racks(scan_results: Path) ->
     assert keeps == {"__meta_kubernetes_service_label_app_kubernetes_io_name":
                      service["metadata"]["labels"]["app.kubernetes.io/name"],
                      "__meta_kubernetes_endpoint_port_name": service["spec"]["ports"][0]["name"]}
+
+
+# serving.tls with the batch service: the batch pods reach the serving Service over https, verified against the CA
+# that signed the pods' certificate (the front door's TLS Secret's ca.crt), at a name that certificate carries.
+CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+KEY = "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n"
+CA = "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"
+
+
+def _tls_run(scan: Path, security: dict[str, Any], secrets: dict[str, Any] | None = None,
+             batch: Any = None) -> tuple[Run | None, BaseException | None, Any]:
+    deployment = dict(stack_config("dev")["llmrack:deployment"])
+    deployment["serving"] = {**deployment["serving"], "tls": True}
+    plain: dict[str, Any] = {"llmrack:scanResultsDir": str(scan), "llmrack:deployment": deployment,
+                             "llmrack:security": {"gatewayNamespaces": ["ingress-nginx"], **security}}
+    if batch is not None:
+        plain["llmrack:batch"] = batch
+    return run_stack("dev", plain=plain, secrets={**SECRETS, **(secrets or {})})
+
+
+def _valid(run: Run) -> None:
+    """Every core object against the official schema (cert-manager's Certificate is a CRD: checked by field)."""
+    version = stack_config("dev")["llmrack:kubernetes"]["version"]
+    for res, obj in kubernetes_objects(run):
+        if res.type.startswith("kubernetes:cert-manager.io/"):
+            continue
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{res.type} {res.name} is not a valid Kubernetes {version} object: {exc}")
+
+
+def _upstream_ca(run: Run) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+    """The batch container's argv, its upstream-ca mount and volume."""
+    pod = _batch_deployment(run)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "upstream-ca"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "upstream-ca"]
+    return container["command"], mount, volume
+
+
+def test_serving_tls_the_batch_service_verifies_the_serving_pods_with_cert_managers_ca(
+        scan_results: Path) -> None:  # noqa: F811
+    run, error, _ = _tls_run(scan_results, {"certManagerIssuer": "rack-ca", "tlsDnsNames": ["llm.example.internal"],
+                                            "tlsSecretName": "api-tls"}, batch={})
+    assert error is None, error
+    assert run is not None
+    _valid(run)
+    namespace = run.outputs["namespace"]
+    serving = run.one("kubernetes:core/v1:Service", "serving-service").state
+    # A fixed name under serving.tls, which the certificate carries with the other in-cluster forms.
+    assert serving["metadata"]["name"] == TLS_SERVICE_NAME == run.outputs["service"]
+    cert = run.one("kubernetes:cert-manager.io/v1:Certificate").state["spec"]
+    assert cert["secretName"] == "api-tls"
+    assert cert["dnsNames"] == ["llm.example.internal", *service_dns_names(namespace)]
+    assert f"{TLS_SERVICE_NAME}.{namespace}.svc" in cert["dnsNames"]
+
+    argv, mount, volume = _upstream_ca(run)
+    port = int(serving["spec"]["ports"][0]["port"])
+    assert argv[argv.index("--upstream") + 1] == f"https://{TLS_SERVICE_NAME}:{port}"
+    ca_file = argv[argv.index("--upstream-ca-file") + 1]
+    assert ca_file == f"{mount['mountPath']}/ca.crt" and mount["readOnly"] is True
+    # cert-manager's ca.crt, alone: the same Secret holds the serving pods' private key.
+    assert volume["secret"]["secretName"] == "api-tls"
+    assert volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    group = typer.main.get_command(batch_app)
+    assert isinstance(group, typer.core.TyperGroup)
+    known = {opt for param in group.commands["serve"].params for opt in param.opts}
+    assert {a for a in argv if a.startswith("--")} <= known
+
+    # The namespace's default deny admits the batch pods to the serving port, and the gateways and Prometheus to
+    # the batch port.
+    policies = {r.name: r.state["spec"] for r in run.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")}
+    batch_pods = _batch_deployment(run)["spec"]["template"]["metadata"]["labels"]
+    serving_from = policies["security-serving-port"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": batch_pods["app.kubernetes.io/name"]}}} \
+        in serving_from
+    batch_port = policies["security-batch-port"]
+    assert batch_port["podSelector"]["matchLabels"].items() <= batch_pods.items()
+    batch_service = run.one("kubernetes:core/v1:Service", "batch-service").state
+    assert batch_port["ingress"][0]["ports"] == [{"protocol": "TCP", "port": batch_service["spec"]["ports"][0]["port"]}]
+    assert {f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            for f in batch_port["ingress"][0]["from"]} == {"ingress-nginx", "monitoring"}
+
+
+def test_serving_tls_the_batch_service_verifies_against_the_stacks_ca(scan_results: Path) -> None:  # noqa: F811
+    secrets = {"llmrack:tlsCertificate": CERT, "llmrack:tlsPrivateKey": KEY, "llmrack:tlsCaCertificate": CA}
+    run, error, _ = _tls_run(scan_results, {}, secrets, batch={})
+    assert error is None, error
+    assert run is not None
+    _valid(run)
+    tls = run.one("kubernetes:core/v1:Secret", "security-tls").state
+    assert tls["type"] == "kubernetes.io/tls" and tls["stringData"] == {"tls.crt": CERT, "tls.key": KEY, "ca.crt": CA}
+    argv, _, volume = _upstream_ca(run)
+    assert argv[argv.index("--upstream") + 1].startswith(f"https://{TLS_SERVICE_NAME}:")
+    assert volume["secret"]["secretName"] == tls["metadata"]["name"]
+    assert volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+
+
+def test_serving_tls_without_the_ca_of_the_stacks_certificate_is_refused_naming_the_key(
+        scan_results: Path) -> None:  # noqa: F811
+    """The one case that cannot work: a certificate from the stack without its CA leaves the batch service nothing
+    to verify the serving pods against. Without the batch service the same stack is fine."""
+    secrets = {"llmrack:tlsCertificate": CERT, "llmrack:tlsPrivateKey": KEY}
+    run, error, monitor = _tls_run(scan_results, {}, secrets, batch={})
+    assert run is None and "llmrack:tlsCaCertificate" in str(error), error
+    assert not any(r.startswith("urn:pulumi:dev::llmrack::kubernetes") for r in monitor.get_registered_resources())
+    run, error, _ = _tls_run(scan_results, {}, secrets)
+    assert error is None and run is not None
+    assert "ca.crt" not in run.one("kubernetes:core/v1:Secret", "security-tls").state["stringData"]
+
+
+def test_without_serving_tls_the_batch_service_stays_on_http(scan_results: Path) -> None:  # noqa: F811
+    run, error = _run(scan_results, {})
+    assert error is None and run is not None
+    pod = _batch_deployment(run)["spec"]["template"]["spec"]
+    argv = pod["containers"][0]["command"]
+    assert argv[argv.index("--upstream") + 1].startswith("http://") and "--upstream-ca-file" not in argv
+    assert "upstream-ca" not in {v["name"] for v in pod["volumes"]}
+    assert run.one("kubernetes:core/v1:Service", "serving-service").state["metadata"]["name"] != TLS_SERVICE_NAME

@@ -1,6 +1,8 @@
 """FrontDoorSecurity under the Pulumi mocks: the TLS Secret or cert-manager Certificate and NetworkPolicies equal to
-the firewall role's rules; and the serving pods mounting the key store (llmrack:keysStore: named keys, hashes) as
-their keys Secret in place of the flat apiKeys list. Each object valid against the official schema."""
+the firewall role's rules (with serving.tls and the batch service: the Service's in-cluster names, the CA, the batch
+pods' way through; the program-level combination is tests/batch/test_pulumi.py); and the serving pods mounting the
+key store (llmrack:keysStore: named keys, hashes) as their keys Secret in place of the flat apiKeys list. Each
+object valid against the official schema."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from pulumi.runtime import mocks, settings, stack
 from pulumi.runtime.sync_await import _sync_await
 
 from infra.components._args import ComponentArgsError
-from infra.components.security import FrontDoorSecurity, SecurityArgs
+from infra.components.batch import APP as BATCH_APP
+from infra.components.security import CA_KEY, FrontDoorSecurity, SecurityArgs
+from infra.components.serving import service_dns_names
 from llmrack.contracts.serving_command import API_KEYS_DIR
 from llmrack.keys import KeyStore
 from tests.infra.harness import SECRETS, ProgramMocks, Resource, _unwrap, kubernetes_objects, run_stack, stack_config
@@ -78,10 +82,43 @@ def test_cert_manager_certificate_where_the_cluster_has_it() -> None:
     assert not [r for r in resources if r.name == "front-door-tls"]
 
 
+def test_serving_tls_names_and_the_batch_service_where_the_stack_runs_them() -> None:
+    """serving.tls: cert-manager's certificate also carries the serving Service's in-cluster names; a certificate
+    from the stack carries its CA as ca.crt when given one; the batch service's pods reach the serving port and the
+    gateways and Prometheus reach theirs, through the namespace's default deny. Every object valid."""
+    names = service_dns_names("llm")
+    resources = _run(_args(cert_manager_issuer="rack-ca", tls_dns_names=["llm.example.internal", names[0]],
+                           tls_certificate=None, tls_private_key=None, serving_dns_names=names, batch_port=8100))
+    cert = next(r for r in resources if r.type == "kubernetes:cert-manager.io/v1:Certificate")
+    assert cert.state["spec"]["dnsNames"] == ["llm.example.internal", *names]  # once each
+    assert names[1:] == ["llmrack-serving.llm", "llmrack-serving.llm.svc", "llmrack-serving.llm.svc.cluster.local"]
+
+    resources = _run(_args(tls_ca_certificate="-----BEGIN CERTIFICATE-----\n", batch_port=8100))
+    for res in (r for r in resources if r.type.startswith("kubernetes:")):
+        kubernetes_validate.validate(_object(res), VERSION, strict=True)
+    tls = next(r for r in resources if r.name == "front-door-tls")
+    assert set(tls.state["stringData"]) == {"tls.crt", "tls.key", CA_KEY}
+    policies = {r.name: r.state["spec"] for r in resources if r.type == "kubernetes:networking.k8s.io/v1:NetworkPolicy"}
+    batch_pods = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": BATCH_APP}}}
+    assert batch_pods in policies["front-door-serving-port"]["ingress"][0]["from"]
+    batch = policies["front-door-batch-port"]
+    assert batch["podSelector"] == batch_pods["podSelector"]
+    assert batch["ingress"] == [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+                                          for ns in ("ingress-nginx", "monitoring")],
+                                 "ports": [{"protocol": "TCP", "port": 8100}]}]
+    # Without the batch service, neither.
+    resources = _run(_args())
+    assert not [r for r in resources if r.name == "front-door-batch-port"]
+    assert all("podSelector" not in f for r in resources if r.name == "front-door-serving-port"
+               for f in r.state["spec"]["ingress"][0]["from"])
+
+
 @pytest.mark.parametrize(("over", "says"), [
     ({"gateway_namespaces": []}, "gateway_namespaces is empty"),
     ({"tls_certificate": None}, "either cert_manager_issuer"),
     ({"cert_manager_issuer": "ca", "tls_dns_names": []}, "tls_dns_names is empty"),
+    ({"cert_manager_issuer": "ca", "tls_dns_names": ["llm"], "tls_ca_certificate": "PEM"},
+     "cert-manager writes the CA"),
 ])
 def test_bad_arguments_name_the_fix(over: dict[str, Any], says: str) -> None:
     with pytest.raises(ComponentArgsError, match=says):
