@@ -135,11 +135,12 @@ class FrontDoorSecurity(pulumi.ComponentResource):
             spec={"podSelector": {}, "policyTypes": ["Ingress"]},
             opts=child,
         )
-        callers: list[dict[str, Any]] = [
+        # The gateways' and Prometheus' namespaces: they reach the serving port, and the batch port where there is one.
+        gateways_and_prometheus: list[dict[str, Any]] = [
             {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
             for ns in [*args.gateway_namespaces, args.monitoring_namespace]
         ]
-        callers += [{"ipBlock": {"cidr": cidr}} for cidr in args.allowlist]
+        callers = [*gateways_and_prometheus, *({"ipBlock": {"cidr": cidr}} for cidr in args.allowlist)]
         batch_pods = {"app.kubernetes.io/name": BATCH_APP}
         if args.batch_port is not None:
             # The batch service sends its lines to the serving Service from the same namespace.
@@ -173,8 +174,7 @@ class FrontDoorSecurity(pulumi.ComponentResource):
                 spec={
                     "podSelector": {"matchLabels": batch_pods},
                     "policyTypes": ["Ingress"],
-                    "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
-                                          for ns in [*args.gateway_namespaces, args.monitoring_namespace]],
+                    "ingress": [{"from": gateways_and_prometheus,
                                  "ports": [{"protocol": "TCP", "port": args.batch_port}]}],
                 },
                 opts=child,

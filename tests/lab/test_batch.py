@@ -66,8 +66,7 @@ def test_batch_job_through_the_gateway_survives_a_killed_service_and_a_stopped_n
     assert other is not gw_node
     podman = Podman(state.lab_dir)
     active = podman.run("exec", gw_node.container, "systemctl", "is-active", BATCH_UNIT, check=False).strip()
-    failed = [ln.strip()[:400] for ln in (lab_up.log.read_text().splitlines() if lab_up.log else [])
-              if ln.startswith(("fatal:", "failed:"))]
+    failed = [task[:400] for task in lab_up.failed_tasks]
     assert active == "active", f"site.yml left no running batch service on {gw_node.name} ({active}): {failed}"
     # The rack CA is trusted through SSL_CERT_FILE (tests/lab/conftest.py); the client retries what the API
     # says to retry (the gateway's 503 while the batch service restarts).
