@@ -109,6 +109,23 @@ def requests_file(path: Path, n: int, model: str, *, max_tokens: int = 8, extra:
     return path
 
 
+def submit(client: openai.OpenAI, path: Path, lines: int, model: str, *, max_tokens: int = 8) -> Any:
+    """Upload a batch input file of `lines` chat requests (requests_file) and create a job of it."""
+    uploaded = client.files.create(file=requests_file(path, lines, model, max_tokens=max_tokens).open("rb"),
+                                   purpose="batch")
+    return client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+
+
+def completed_at_least(client: openai.OpenAI, batch_id: str, lines: int, *, timeout: float = 60.0,
+                       message: str = "", interval: float = 0.05) -> int:
+    """Poll until the job has completed at least `lines` lines; returns how many it had completed then."""
+    deadline = time.monotonic() + timeout
+    while (done := counts(client.batches.retrieve(batch_id))[1]) < lines:
+        assert time.monotonic() < deadline, message or f"{batch_id}: {done} of {lines} lines completed in {timeout:g} s"
+        time.sleep(interval)
+    return done
+
+
 def wait_for(client: openai.OpenAI, batch_id: str, statuses: tuple[str, ...] = ("completed",),
              timeout: float = 120.0) -> Any:
     deadline = time.monotonic() + timeout

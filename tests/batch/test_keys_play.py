@@ -15,7 +15,7 @@ import httpx
 import yaml
 
 from llmrack.keys import KeyStore, save
-from tests.batch.conftest import BatchService, counts, requests_file, wait_for
+from tests.batch.conftest import BatchService, completed_at_least, counts, submit, wait_for
 from tests.serving.conftest import ThreadServer
 
 ANSIBLE = Path(__file__).resolve().parents[2] / "ansible"
@@ -56,12 +56,8 @@ def test_a_key_revoked_by_the_keys_play_is_refused_by_the_running_batch_service(
         assert svc.proc is not None
         pid = svc.proc.pid
         old = svc.client(doomed)
-        uploaded = old.files.create(file=requests_file(tmp_path / "in.jsonl", LINES, str(upstream.settings.name),
-                                                       max_tokens=24).open("rb"), purpose="batch")
-        batch = old.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                   completion_window="24h")
-        while counts(old.batches.retrieve(batch.id))[1] < 2:
-            time.sleep(0.05)
+        batch = submit(old, tmp_path / "in.jsonl", LINES, str(upstream.settings.name), max_tokens=24)
+        completed_at_least(old, batch.id, 2)
 
         store.revoke("alice-old")
         save(store, store_path)
@@ -78,10 +74,8 @@ def test_a_key_revoked_by_the_keys_play_is_refused_by_the_running_batch_service(
 
         # Same process, and the job (alice's, created with the revoked key) goes on under her other key.
         alice = svc.client(stays)
-        deadline = time.monotonic() + 60
-        while counts(alice.batches.retrieve(batch.id))[1] < done_at_revoke + 5:
-            assert time.monotonic() < deadline, "the job made no progress after the revocation"
-            time.sleep(0.2)
+        completed_at_least(alice, batch.id, done_at_revoke + 5, message="the job made no progress after the revocation",
+                           interval=0.2)
         alice.batches.cancel(batch.id)
         ended = wait_for(alice, batch.id, ("cancelled",), timeout=30)
         assert svc.proc.poll() is None and svc.proc.pid == pid

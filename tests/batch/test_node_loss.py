@@ -12,7 +12,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmrack.contracts import metrics as names
-from tests.batch.conftest import BatchService, counts, jsonl_of, requests_file, wait_for
+from tests.batch.conftest import BatchService, completed_at_least, counts, jsonl_of, submit, wait_for
 from tests.serving.conftest import free_port, wait_ready
 
 
@@ -25,14 +25,8 @@ def test_a_node_killed_mid_job_is_waited_for_and_the_job_completes(tiny_model: P
     try:
         wait_ready(f"http://127.0.0.1:{port}")
         client = svc.start().client("unused")
-        uploaded = client.files.create(file=requests_file(tmp_path / "in.jsonl", 30, tiny_model.name, max_tokens=16)
-                                       .open("rb"), purpose="batch")
-        batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                      completion_window="24h")
-        deadline = time.monotonic() + 60
-        while (done := counts(client.batches.retrieve(batch.id))[1]) < 5:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        batch = submit(client, tmp_path / "in.jsonl", 30, tiny_model.name, max_tokens=16)
+        done = completed_at_least(client, batch.id, 5)
         node.kill()  # the node dies with requests in flight
         node.wait(10)
         assert done < 30

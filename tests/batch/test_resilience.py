@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmrack.contracts import metrics as names
-from tests.batch.conftest import BatchService, counts, jsonl_of, requests_file, wait_for
+from tests.batch.conftest import BatchService, completed_at_least, counts, jsonl_of, submit, wait_for
 from tests.serving.conftest import ThreadServer
 
 LINES = 80
@@ -36,14 +36,8 @@ def test_killed_mid_job_resumes_and_answers_every_line_once(upstream: ThreadServ
     before = _answered(upstream.url)
     try:
         client = svc.start().client("unused")
-        uploaded = client.files.create(file=requests_file(tmp_path / "in.jsonl", LINES, model, max_tokens=24)
-                                       .open("rb"), purpose="batch")
-        batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                      completion_window="24h")
-        deadline = time.monotonic() + 60
-        while (done := counts(client.batches.retrieve(batch.id))[1]) < 10:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        batch = submit(client, tmp_path / "in.jsonl", LINES, model, max_tokens=24)
+        done = completed_at_least(client, batch.id, 10)
         svc.kill()
         assert done < LINES, "the job ended before the crash: make it longer"
 
@@ -69,10 +63,7 @@ def test_a_busy_rack_is_backed_off_from_and_no_line_fails(tight_upstream: Thread
     svc = BatchService(tight_upstream.url, tmp_path / "state", "--max-inflight", "8")
     try:
         client = svc.start().client("unused")
-        uploaded = client.files.create(file=requests_file(tmp_path / "in.jsonl", 20, str(tight_upstream.settings.name))
-                                       .open("rb"), purpose="batch")
-        finished = wait_for(client, client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                                          completion_window="24h").id)
+        finished = wait_for(client, submit(client, tmp_path / "in.jsonl", 20, str(tight_upstream.settings.name)).id)
         page = httpx.get(f"{svc.url}/metrics").text
     finally:
         svc.stop()
@@ -87,14 +78,8 @@ def test_a_job_past_its_completion_window_ends_expired_keeping_what_finished(ups
     svc = BatchService(upstream.url, tmp_path / "state", "--max-inflight", "2")
     try:
         client = svc.start().client("unused")
-        uploaded = client.files.create(file=requests_file(tmp_path / "in.jsonl", 40, str(upstream.settings.name),
-                                                          max_tokens=24).open("rb"), purpose="batch")
-        batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                      completion_window="24h")
-        deadline = time.monotonic() + 60
-        while counts(client.batches.retrieve(batch.id))[1] < 3:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        batch = submit(client, tmp_path / "in.jsonl", 40, str(upstream.settings.name), max_tokens=24)
+        completed_at_least(client, batch.id, 3)
         svc.kill()
         # The service was down past the job's window: what the store says when it comes back.
         with sqlite3.connect(tmp_path / "state" / "batch.sqlite3") as db:

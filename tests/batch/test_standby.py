@@ -11,7 +11,15 @@ from pathlib import Path
 
 import httpx
 
-from tests.batch.conftest import BatchService, counts, jsonl_of, new_database, requests_file, wait_for
+from tests.batch.conftest import (
+    BatchService,
+    completed_at_least,
+    counts,
+    jsonl_of,
+    new_database,
+    submit,
+    wait_for,
+)
 from tests.batch.test_resilience import _answered
 from tests.serving.conftest import ThreadServer
 
@@ -45,14 +53,9 @@ def test_a_standby_takes_over_and_no_line_is_sent_twice(upstream: ThreadServer, 
         assert (_runner(a), _runner(b)) == ("active", "standby")
         # Created on the standby: the active service picks the job up from the store.
         on_b = b.client("unused")
-        uploaded = on_b.files.create(file=requests_file(tmp_path / "in.jsonl", LINES, model, max_tokens=24)
-                                     .open("rb"), purpose="batch")
-        batch = on_b.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                    completion_window="24h")
         deadline = time.monotonic() + 60
-        while (done := counts(on_b.batches.retrieve(batch.id))[1]) < 10:
-            assert time.monotonic() < deadline, "the active service never worked the standby's job"
-            time.sleep(0.05)
+        batch = submit(on_b, tmp_path / "in.jsonl", LINES, model, max_tokens=24)
+        done = completed_at_least(on_b, batch.id, 10, message="the active service never worked the standby's job")
         a.kill()
         assert done < LINES, "the job ended before the crash: make it longer"
         took = _until_active(b, LEASE_S + 5)
@@ -70,10 +73,7 @@ def test_a_standby_takes_over_and_no_line_is_sent_twice(upstream: ThreadServer, 
         a.start()
         assert _runner(a) == "standby"
         on_a = a.client("unused")
-        uploaded = on_a.files.create(file=requests_file(tmp_path / "long.jsonl", 400, model, max_tokens=24)
-                                     .open("rb"), purpose="batch")
-        long = on_a.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                   completion_window="24h")
+        long = submit(on_a, tmp_path / "long.jsonl", 400, model, max_tokens=24)
         while counts(on_a.batches.retrieve(long.id))[1] < 3:
             assert time.monotonic() < deadline + 120
             time.sleep(0.05)
