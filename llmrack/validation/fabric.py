@@ -16,6 +16,7 @@ serving.fabric parses and judges (llmrack.validation.checks.serving).
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from llmrack.contracts.inventory import NODE_ADDRESS_VAR, NODE_INTERFACE_VAR, REPLICA_VAR
 from llmrack.validation.evidence import Item
 from llmrack.validation.parsers import ascend as asc
+from llmrack.validation.parsers import blocks
 from llmrack.validation.replica import Member
 
 ITEM = "fabric"
@@ -83,17 +85,12 @@ def _hccn_state(devices: int) -> str:
             f"echo '### net_health'; {loop.format('-net_health')}")
 
 
+SECTION_HEADER = re.compile(r"^### \s*(.*?)\s*$")
+
+
 def sections(text: str) -> dict[str, str]:
     """Output blocks headed "### NAME" -> {NAME: block}."""
-    out: dict[str, str] = {}
-    current = None
-    for line in text.splitlines():
-        if line.startswith("### "):
-            current = line[4:].strip()
-            out[current] = ""
-        elif current is not None:
-            out[current] += line + "\n"
-    return out
+    return blocks(text, SECTION_HEADER)
 
 
 def hccn(members: list[Member]) -> Item:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from llmrack.validation.parsers import ParseError
+from llmrack.validation.parsers import ParseError, blocks
 
 
 @dataclass(frozen=True)
@@ -55,18 +55,12 @@ def npu_smi_info(text: str) -> tuple[str | None, list[Npu]]:
     return (version.group(1) if version else None), out
 
 
+NPU_HEADER = re.compile(r"^== npu (\d+)\s*$")
+
+
 def sections(text: str) -> dict[int, str]:
     """Outputs the collector prefixes with "== npu N" per NPU."""
-    out: dict[int, str] = {}
-    current: int | None = None
-    for line in text.splitlines():
-        match = re.match(r"^== npu (\d+)\s*$", line)
-        if match:
-            current = int(match.group(1))
-            out[current] = ""
-        elif current is not None:
-            out[current] += line + "\n"
-    return out
+    return {int(npu): body for npu, body in blocks(text, NPU_HEADER).items()}
 
 
 def key_values(text: str, sep: str = ":") -> dict[str, str]:
