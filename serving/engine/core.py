@@ -211,25 +211,26 @@ class Engine:
         import torch
 
         with torch.inference_mode():
-            outputs: list[RequestOutput] = []
-            self._apply_aborts(outputs)
+            # Each call to on_outputs gets a list of its own: the receiver may read it later, on another thread
+            # (the server's event loop), so a list this step still appends to would deliver those outputs twice.
+            early: list[RequestOutput] = []
+            self._apply_aborts(early)
             new = self._admit()
-            sent = 0
             if new:
                 self._prefill(new)
                 # First tokens go out now rather than after this step's decode: that is the time to first token.
-                self._collect(outputs)
-                if outputs:
-                    self.on_outputs(outputs)
-                sent = len(outputs)
+                self._collect(early)
+            if early:
+                self.on_outputs(early)
+            late: list[RequestOutput] = []
             if self._running:
                 self._decode()
-            self._collect(outputs)
+            self._collect(late)
             self.steps += 1
             self.observer.on_step(len(self._running), len(self._waiting), self.kv_usage())
-            if len(outputs) > sent:
-                self.on_outputs(outputs[sent:])
-            return outputs
+            if late:
+                self.on_outputs(late)
+            return early + late
 
     def _apply_aborts(self, outputs: list[RequestOutput]) -> None:
         with self._lock:

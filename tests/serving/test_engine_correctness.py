@@ -95,3 +95,17 @@ def test_eos_stops_like_generate(load_model: Any) -> None:
             found = True
             assert out[-1].finish_reason == "stop"
     assert found, "no prompt reached EOS: pick prompts that do"
+
+
+def test_a_receiver_that_reads_outputs_late_gets_each_token_once(case: Any) -> None:
+    # The server's event loop reads what on_outputs handed it some time after the call, while the engine thread
+    # goes on: every list handed over must stay as it was when handed over.
+    loaded, prompts, refs = case
+    engine = engine_for(loaded)
+    handed: list[tuple[list[Any], int]] = []
+    engine.on_outputs = lambda outputs: handed.append((outputs, len(outputs)))
+    ids = [engine.submit(p, GREEDY) for p in prompts]
+    engine.run_until_idle()
+    assert [len(outputs) for outputs, _ in handed] == [n for _, n in handed]
+    late = [o for outputs, _ in handed for o in outputs]
+    assert [tokens([o for o in late if o.request_id == i]) for i in ids] == refs
