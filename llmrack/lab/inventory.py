@@ -71,6 +71,8 @@ def lab_vars(serving: dict[str, Any] | None) -> dict[str, Any]:
         "nvidia_driver_install_method": "runfile",
         "nvidia_driver_mirror_url": f"{mirror}/nvidia",
         "nvidia_fabricmanager_mirror_url": f"{mirror}/nvidia",
+        "nccl_tuning_nccl_tests_version": vers["nccl-tests"],
+        "nccl_tuning_nccl_tests_mirror_url": f"{mirror}/nvidia",
         "nvidia_container_toolkit_version": vers["nvidia-container-toolkit"],
         "nvidia_container_toolkit_install_method": "mirror_debs",
         "nvidia_container_toolkit_mirror_url": f"{mirror}/nvidia/container-toolkit",

@@ -101,11 +101,14 @@ def start_node(podman: Podman, state: LabState, node: NodeState, mirror: Path) -
         "--network", state.network, "--network-alias", node.name, "--ip", addresses[node.name], *peers,
         *ports,
         "--label", f"llmrack.lab={state.prefix}",
-        "-v", f"{state.ssh_key.with_suffix('.pub')}:/root/.ssh/authorized_keys:ro",
         "-v", f"{mirror}:{MIRROR_ON_NODE}:ro",
         "-v", f"{volume}:{CONTAINERD_ROOT_ON_NODE}",
         state.image,
     )
+    # The lab's key goes into a regular authorized_keys file, as a cloud image's first boot leaves it: roles add
+    # their own keys to that file (the replica's keys for mpirun), which a read-only bind mount would refuse.
+    podman.run("cp", str(state.ssh_key.with_suffix(".pub")), f"{node.container}:/root/.ssh/authorized_keys")
+    podman.run("exec", node.container, "chmod", "0600", "/root/.ssh/authorized_keys")
 
 
 def containerd_volume(node: NodeState) -> str:

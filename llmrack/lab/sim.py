@@ -8,6 +8,7 @@ install from the mirror and query nvidia-smi / npu-smi as on a rack.
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 import os
@@ -32,6 +33,10 @@ RUN_INSTALLERS = {
     "ascend-cann": ("ascend", "Ascend-cann-toolkit_{v}_linux-x86_64.run"),
     "ascend-docker-runtime": ("ascend", "Ascend-docker-runtime_{v}_linux-x86_64.run"),
 }
+
+# nccl-tests built with MPI=1, as a site packs its own build for the nccl_tuning role (a top directory
+# nccl-tests-<version>/ holding build/).
+NCCL_TESTS_ARCHIVE = "nccl-tests-{v}-x86_64.tar.gz"
 
 
 def sim_dir() -> Path:
@@ -119,6 +124,11 @@ def build_mirror(mirror: Path) -> None:
             tree = _built_tree("nvidia-fabricmanager", v, work)
             with tarfile.open(mirror / "nvidia" / f"{top}.tar.xz", "w:xz") as tar:
                 tar.add(tree, arcname=top, filter=_same_every_build)
+        v = vers["nccl-tests"]
+        tree = _built_tree("nccl-tests", v, work)
+        with gzip.GzipFile(mirror / "nvidia" / NCCL_TESTS_ARCHIVE.format(v=v), "wb", mtime=0) as gz, \
+                tarfile.open(fileobj=gz, mode="w") as tar:
+            tar.add(tree, arcname=f"nccl-tests-{v}", filter=_same_every_build)
         v = vers["nvidia-container-toolkit"]
         tree = _built_tree("nvidia-container-toolkit", v, work)
         debs = mirror / "nvidia" / "container-toolkit"

@@ -1,8 +1,9 @@
 """Replica-level evidence for `llmrack validate`: the accelerators' own fabric between the nodes of a replica.
 
 - NVIDIA: nccl-tests' `all_reduce_perf` over every GPU of the replica, launched from the leader with Open MPI's
-  `mpirun -H LEADER:G,WORKER:G,...` as operators run it (mpirun reaches the other nodes over ssh, so the leader
-  must be able to ssh to its workers; nccl-tests built with MPI=1 on every node, at the same path). NCCL's own
+  `mpirun -H LEADER:G,WORKER:G,...` as operators run it. mpirun reaches the other nodes over SSH: the nccl_tuning
+  role installs Open MPI and the site's nccl-tests build (MPI=1) on every NVIDIA node, at the same path, and gives a
+  replica's members each other's keys; the firewall role lets SSH in from a node's replica peers. NCCL's own
   transport (InfiniBand / RoCE, GPUDirect) is what is measured, not the TCP path serving.allreduce measures.
 - Ascend: on every node `hccn_tool` per NPU (`-ip -g`, `-link -g`, `-net_health -g`), then from every NPU a
   `hccn_tool -i N -ping -g address A` to the NPU of the same index on each other node of the replica (the pairs
@@ -58,10 +59,10 @@ def nccl_command(members: list[Member]) -> str:
             f"B=$(command -v all_reduce_perf || echo {ALL_REDUCE_PERF})")
     return (f"{find}; "
             "command -v mpirun >/dev/null || { echo \"mpirun (Open MPI) is not installed on this node: nccl-tests "
-            "runs across nodes through it\" >&2; exit 127; }; "
-            "[ -x \"$B\" ] || { echo \"nccl-tests' all_reduce_perf is not at $B: build it on every node (git clone "
-            "https://github.com/NVIDIA/nccl-tests && make MPI=1) and set " + ALL_REDUCE_PERF_VAR + " to its path\" "
-            ">&2; exit 127; }; "
+            "runs across nodes through it (site.yml's nccl_tuning role installs it)\" >&2; exit 127; }; "
+            "[ -x \"$B\" ] || { echo \"nccl-tests' all_reduce_perf is not at $B: the nccl_tuning role installs "
+            "the site's build from nccl_tuning_nccl_tests_mirror_url (or set " + ALL_REDUCE_PERF_VAR + " to where "
+            "yours is)\" >&2; exit 127; }; "
             f"exec timeout {NCCL_TIMEOUT_S} mpirun --allow-run-as-root -np {world} -H {hosts} --bind-to none "
             f"--map-by slot {net}-x NCCL_DEBUG=WARN \"$B\" {NCCL_ARGS}")
 

@@ -35,8 +35,8 @@ def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=60)
 
 
-def _render(tmp: Path) -> Path:
-    inventory = {"all": {"children": {
+def _inventory(kind_group: str) -> dict[str, object]:
+    return {"all": {"children": {
         "gateway": {"hosts": {"gw": {"firewall_address": GATEWAY}}},
         "monitoring": {"hosts": {"mon": {"firewall_address": PROMETHEUS}}},
         # node1 and node3 are one replica (leader and worker); node2 is a replica of its own.
@@ -44,8 +44,12 @@ def _render(tmp: Path) -> Path:
                                               "ansible_python_interpreter": sys.executable,
                                               "llmrack_replica": "node1"},
                                     "node2": {"firewall_address": OTHER},
-                                    "node3": {"firewall_address": PEER, "llmrack_replica": "node1"}}}}}}
-    return firewall_render.render(tmp, inventory, "node1", {
+                                    "node3": {"firewall_address": PEER, "llmrack_replica": "node1"}}},
+        kind_group: {"hosts": {"node1": {}, "node3": {}}}}}}
+
+
+def _render(tmp: Path, kind_group: str = "nvidia_nodes") -> Path:
+    return firewall_render.render(tmp, _inventory(kind_group), "node1", {
         "firewall_admin_networks": [f"{ADMIN}/32"], "firewall_serving_port": SERVING})
 
 
@@ -110,7 +114,7 @@ SOURCE = {"gateway": GATEWAY, "prometheus": PROMETHEUS, "operator": ADMIN, "anot
     ("another node", SSH, False),
     ("replica peer", LAUNCHER, True),
     ("replica peer", EPHEMERAL, True),
-    ("replica peer", SSH, False),
+    ("replica peer", SSH, True),  # NVIDIA nodes: mpirun starts the fabric check's ranks over SSH
     ("replica peer", EXPORTER, False),
     ("another node", LAUNCHER, False),
     ("another node", EPHEMERAL, False),
@@ -126,3 +130,12 @@ def test_drops_are_counted(node: Path) -> None:
     assert "policy drop" in listed
     packets = int(listed.split("counter packets ")[1].split()[0])
     assert packets > 0
+
+
+def test_a_cpu_replica_takes_no_ssh_from_its_peers(tmp_path: Path) -> None:
+    # CPU replicas run no mpirun: their members reach each other's collective ports only.
+    rules = _render(tmp_path, kind_group="cpu_nodes").read_text()
+    assert "tcp dport { 29500-29600, 32768-60999 } ip saddr @replica4 accept" in rules
+    assert "tcp dport 22 ip saddr @replica4" not in rules
+    (tmp_path / "nvidia").mkdir()
+    assert "tcp dport 22 ip saddr @replica4 accept" in _render(tmp_path / "nvidia").read_text()

@@ -201,10 +201,12 @@ def test_validation_passes_with_the_golden_check(replica: lab.UpResult, referenc
     allreduce = next(c for c in checks if c["id"] == f"serving.allreduce[{leader}]")
     assert allreduce["unit"] == "GB/s" and float(str(allreduce["measured"])) > 0, allreduce
     print(f"\nall-reduce across the replica: {allreduce['detail']}")
-    # The accelerators' fabric: nccl-tests through mpirun from the leader, as on an NVIDIA rack; here the simulated
-    # tools the sim-a100 driver installer laid down answer, from each node's board (llmrack/lab/data/sim).
+    # The accelerators' fabric: nccl-tests through Open MPI's mpirun from the leader, as on an NVIDIA rack: Debian's
+    # Open MPI and the nccl-tests build from the mirror (the nccl_tuning role), mpirun starting the worker's 8 ranks
+    # on the worker over SSH (the replica's keys, the firewall's replica rule); the simulated build answers from
+    # each node's board (llmrack/lab/data/sim), each rank naming the host it ran on.
     nccl = next(c for c in checks if c["id"] == f"serving.fabric[{leader}]")
-    assert "16 ranks on 2 hosts" in str(nccl["detail"]), nccl
+    assert f"16 ranks on 2 hosts: {' '.join(sorted([leader, worker]))}" in str(nccl["detail"]), nccl
     print(f"fabric across the replica: {nccl['measured']} {nccl['unit']} {nccl['detail']}")
 
 

@@ -37,10 +37,10 @@ class SimNode:
 def node(tmp_path: Path, name: str, hw: dict[str, Any], nccl: bool = True) -> SimNode:
     root = install(tmp_path / name, hw)
     if hw.get("gpus") and nccl:
-        # As the simulated NVIDIA driver's installer lays them down (llmrack/lab/data/sim/nvidia-driver/install.sh).
-        payload = SIM / "nvidia-driver" / "payload"
-        _install(payload / "opt" / "nccl-tests" / "all_reduce_perf", root / "usr" / "bin" / "all_reduce_perf")
-        _install(payload / "usr" / "bin" / "mpirun", root / "usr" / "bin" / "mpirun")
+        # The simulated nccl-tests build the lab's mirror carries, and a stand-in for Open MPI's mpirun that starts
+        # rank 0 only, here where the "nodes" are trees of one host (the lab runs Debian's Open MPI over SSH).
+        _install(SIM / "nccl-tests" / "payload" / "build" / "all_reduce_perf", root / "usr" / "bin" / "all_reduce_perf")
+        _install(Path(__file__).parent / "fixtures" / "mpirun", root / "usr" / "bin" / "mpirun")
     return SimNode(root)
 
 

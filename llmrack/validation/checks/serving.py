@@ -136,7 +136,8 @@ def _fabric_nccl(got: Item, data: dict[str, Any], exp: Expectations) -> Outcome:
     wrong = sum(r.wrong or 0 for r in report.rows) + (report.out_of_bounds or 0)
     hosts = sorted({host for _, host, _ in report.ranks})
     detail = (f"nccl-tests all_reduce_perf across {members} ({len(report.ranks) or data.get('world')} ranks on "
-              f"{len(hosts) or '?'} hosts): {last.bytes >> 20} MiB busbw {busbw:g} GB/s"
+              f"{len(hosts) or '?'} hosts{': ' + ' '.join(hosts) if hosts else ''}): {last.bytes >> 20} MiB busbw "
+              f"{busbw:g} GB/s"
               f"{f', average {report.avg_busbw:g}' if report.avg_busbw is not None else ''}")
     if wrong:
         return failed(f"{wrong} wrong elements", "0 wrong", None,
