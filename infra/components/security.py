@@ -128,13 +128,17 @@ class FrontDoorSecurity(pulumi.ComponentResource):
             outputs["tlsSecret"] = secret.metadata["name"]
         self.tls_secret_name = args.tls_secret_name
 
+        def ingress_policy(suffix: str, selected: dict[str, Any], ingress: list[dict[str, Any]] | None) -> None:
+            """A NetworkPolicy of the namespace admitting `ingress` to the pods `selected` (None: admits nothing)."""
+            spec: dict[str, Any] = {"podSelector": selected, "policyTypes": ["Ingress"]}
+            if ingress is not None:
+                spec["ingress"] = ingress
+            k8s.networking.v1.NetworkPolicy(f"{name}-{suffix}", metadata={"namespace": args.namespace,
+                                                                          "labels": labels},
+                                            spec=spec, opts=child)
+
         # Default deny: a pod of the namespace that no policy below admits gets nothing.
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-default-deny",
-            metadata={"namespace": args.namespace, "labels": labels},
-            spec={"podSelector": {}, "policyTypes": ["Ingress"]},
-            opts=child,
-        )
+        ingress_policy("default-deny", {}, None)
         # The gateways' and Prometheus' namespaces: they reach the serving port, and the batch port where there is one.
         gateways_and_prometheus: list[dict[str, Any]] = [
             {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
@@ -145,40 +149,14 @@ class FrontDoorSecurity(pulumi.ComponentResource):
         if args.batch_port is not None:
             # The batch service sends its lines to the serving Service from the same namespace.
             callers.append({"podSelector": {"matchLabels": batch_pods}})
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-serving-port",
-            metadata={"namespace": args.namespace, "labels": labels},
-            spec={
-                "podSelector": {"matchLabels": pods},
-                "policyTypes": ["Ingress"],
-                "ingress": [{"from": callers, "ports": [{"protocol": "TCP", "port": args.serving_port}]}],
-            },
-            opts=child,
-        )
+        ingress_policy("serving-port", {"matchLabels": pods},
+                       [{"from": callers, "ports": [{"protocol": "TCP", "port": args.serving_port}]}])
         # The pods of one replica talk among themselves (collectives, the leader's launcher) on any port.
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-replica-peers",
-            metadata={"namespace": args.namespace, "labels": labels},
-            spec={
-                "podSelector": {"matchLabels": pods},
-                "policyTypes": ["Ingress"],
-                "ingress": [{"from": [{"podSelector": {"matchLabels": pods}}]}],
-            },
-            opts=child,
-        )
+        ingress_policy("replica-peers", {"matchLabels": pods}, [{"from": [{"podSelector": {"matchLabels": pods}}]}])
         if args.batch_port is not None:
             # Clients reach the batch API through the gateway; Prometheus scrapes it (job batch).
-            k8s.networking.v1.NetworkPolicy(
-                f"{name}-batch-port",
-                metadata={"namespace": args.namespace, "labels": labels},
-                spec={
-                    "podSelector": {"matchLabels": batch_pods},
-                    "policyTypes": ["Ingress"],
-                    "ingress": [{"from": gateways_and_prometheus,
-                                 "ports": [{"protocol": "TCP", "port": args.batch_port}]}],
-                },
-                opts=child,
-            )
+            ingress_policy("batch-port", {"matchLabels": batch_pods},
+                           [{"from": gateways_and_prometheus, "ports": [{"protocol": "TCP", "port": args.batch_port}]}])
         self.register_outputs(outputs)
 
 
