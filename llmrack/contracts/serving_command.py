@@ -202,6 +202,9 @@ API_KEYS_FILE_NAME = {Engine.llmrack: "keys", Engine.vllm: "keys.yaml"}
 TLS_DIR = "/etc/llmrack/tls"
 TLS_CERT_FILE = "tls.crt"
 TLS_KEY_FILE = "tls.key"
+# vLLM's cache root (torch.compile's artifacts, ~30-60 s of CPU per rank to rebuild): under /tmp, which a Kubernetes
+# pod keeps on an emptyDir across container restarts; the serving role mounts a node directory here.
+VLLM_CACHE_DIR = "/tmp/vllm-cache"
 
 
 @dataclass(frozen=True)
@@ -298,6 +301,9 @@ class ServingCommand:
     rank: int = 0  # this node's rank in it
     serves_http: bool = True  # False for a headless worker: readiness is the leader's /health
     tls_dir: str | None = None  # serving.tls: where the certificate and key are mounted (TLS_DIR); None: plain HTTP
+    # A writable directory whose contents should outlive the container (vLLM's torch.compile cache): a restart
+    # that finds it skips compiling again. None: the engine keeps nothing worth carrying over.
+    cache_dir: str | None = None
 
     @property
     def scheme(self) -> str:
@@ -324,7 +330,7 @@ class ServingCommand:
             "startup_timeout_s": self.startup_timeout_s, "metrics_prefix": self.metrics_prefix,
             "api_key_file": self.api_key_file, "shared_memory": self.shared_memory,
             "nodes": self.nodes, "rank": self.rank, "serves_http": self.serves_http,
-            "tls_dir": self.tls_dir, "scheme": self.scheme,
+            "tls_dir": self.tls_dir, "scheme": self.scheme, "cache_dir": self.cache_dir,
         }
 
 
@@ -473,15 +479,16 @@ def _vllm(i: ServingInputs, choice: EngineChoice) -> ServingCommand:
     tls = i.tls and serves_http
     if tls:
         args += _tls_args()
-    # The model is mounted read-only and the container runs without a home: vLLM's caches go to /tmp.
-    env.update({"HOME": "/tmp", "VLLM_CACHE_ROOT": "/tmp/vllm-cache", "HF_HUB_OFFLINE": "1",
+    # The model is mounted read-only and the container runs without a home: vLLM's caches go to /tmp, its
+    # compile cache to VLLM_CACHE_DIR, which the runtime keeps across restarts (cache_dir).
+    env.update({"HOME": "/tmp", "VLLM_CACHE_ROOT": VLLM_CACHE_DIR, "HF_HUB_OFFLINE": "1",
                 "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
     return ServingCommand(
         engine=Engine.vllm, choice=choice, program=program, args=tuple(args), env=env, port=i.port,
         ready_path=READY_PATH[Engine.vllm], startup_timeout_s=STARTUP_TIMEOUT_S[Engine.vllm][i.node],
         metrics_prefix=METRICS_PREFIX[Engine.vllm], api_key_file=keys,
         shared_memory=True, nodes=nodes, rank=i.replica.rank, serves_http=serves_http,
-        tls_dir=TLS_DIR if tls else None,
+        tls_dir=TLS_DIR if tls else None, cache_dir=VLLM_CACHE_DIR,
     )
 
 

@@ -89,6 +89,15 @@ def test_one_spec_gives_the_same_command_to_ansible_and_pulumi(engine: str, tmp_
     expected = "vllm" if engine == "auto" else "llmrack"
     assert pulumi_argv[0] == ("vllm" if expected == "vllm" else "python")
     assert f"engine {expected}" in unit and KEY not in unit
+    # vLLM's compile cache outlives a restart on both: a node directory on the unit, the pod's /tmp emptyDir.
+    cache = pulumi_env.get("VLLM_CACHE_ROOT")
+    assert (cache is not None) == (expected == "vllm")
+    if cache:
+        assert f"src=/var/cache/llmrack/serving,dst={cache},options=rbind:rw" in unit
+        tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+        assert cache.startswith("/tmp/") and any(v["name"] == tmp["name"] and "emptyDir" in v for v in pod["volumes"])
+    else:
+        assert "/var/cache/llmrack/serving" not in unit
 
 
 def test_lab_spec_at_tp2_renders_vllm_cpu_ranks_in_the_unit(tmp_path: Path) -> None:

@@ -288,6 +288,12 @@ def test_losing_the_worker_makes_the_replica_unready_then_it_comes_back(replica:
     back = _until(gateway, key, 200, timeout=600)
     assert back[-1][0] == 200, (back[-5:], _journals(replica))
     assert all(status in (200, 503) for status, _ in back), back
+    # Each rank's restart found vLLM's compile cache from its first start (the serving role's serving_cache_dir,
+    # mounted into the container): it loaded the compiled graphs instead of compiling them again.
+    for host in (leader_host, worker_host):
+        invocation = host.check_output("systemctl show -p InvocationID --value llmrack-serving.service")
+        started = host.check_output(f"journalctl _SYSTEMD_INVOCATION_ID={invocation} --no-pager -o cat")
+        assert "Directly load the compiled graph" in started, started[-3000:]
     print(f"\nthe leader's restart, to ready: {_startup_seconds(leader_host):.0f} s")
     print(f"\nworker stopped: in-flight request ended {inflight[0][0]} after {inflight[0][1]:.0f} s; gateway 503 "
           f"{down_s:.0f} s after the stop; back 200 {time.monotonic() - t:.0f} s after the worker's start\n"

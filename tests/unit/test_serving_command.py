@@ -221,6 +221,15 @@ def test_vllm_gets_a_large_dev_shm_even_with_one_rank() -> None:
     assert not render(_inputs(engine=Engine.llmrack, tensor_parallel=1)).shared_memory
 
 
+def test_vllms_compile_cache_is_the_directory_the_runtime_keeps() -> None:
+    # A restart that finds torch.compile's artifacts skips compiling (tens of seconds per rank); llmrack's engine
+    # compiles nothing.
+    for node in NodeKind:
+        cmd = render(_inputs(node=node, tensor_parallel=1))
+        assert cmd.cache_dir is not None and cmd.env["VLLM_CACHE_ROOT"] == cmd.cache_dir == cmd.to_dict()["cache_dir"]
+    assert render(_inputs(engine=Engine.llmrack, tensor_parallel=1)).cache_dir is None
+
+
 def test_serving_tls_gives_both_engines_the_certificate_and_the_leader_only() -> None:
     from llmrack.contracts.serving_command import TLS_DIR
 
