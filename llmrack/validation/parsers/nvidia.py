@@ -261,15 +261,20 @@ class NcclReport:
     ranks: list[tuple[int, str, int]]  # "#  Rank R Group G Pid P on HOST device D ...": (rank, host, device)
 
 
+RANK_LINE = re.compile(r"#\s+Rank\s+(\d+)\s+Group\s+\d+\s+Pid\s+\d+\s+on\s+(\S+)\s+device\s+(\d+)")
+
+
 def nccl_tests(text: str) -> NcclReport:
     """The report of an nccl-tests binary (all_reduce_perf ...) as rank 0 prints it: the "Using devices" lines, one
     row per size (size count type redop root time algbw busbw #wrong, out-of-place then in-place), then the
     out-of-bounds count and the average bus bandwidth."""
     rows, ranks = [], []
     for line in text.splitlines():
-        rank = re.match(r"#\s+Rank\s+(\d+)\s+Group\s+\d+\s+Pid\s+\d+\s+on\s+(\S+)\s+device\s+(\d+)", line)
-        if rank:
-            ranks.append((int(rank.group(1)), rank.group(2), int(rank.group(3))))
+        # Searched anywhere in the line: mpirun forwards each rank's output as it arrives, and a rank's line can
+        # land inside another's that was still being written.
+        found = list(RANK_LINE.finditer(line))
+        if found:
+            ranks += [(int(m.group(1)), m.group(2), int(m.group(3))) for m in found]
             continue
         cells = line.split()
         if len(cells) == 13 and cells[0].isdigit() and cells[1].isdigit():

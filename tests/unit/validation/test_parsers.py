@@ -122,3 +122,20 @@ def test_system_parsers() -> None:
     assert {"bond0", "lo", "ens10f0np0"} <= sysp.interfaces(read("nvidia-smi-a100-hgx-healthy", "ip-link"))
     states = sysp.unit_states(read("nvidia-smi-a100-hgx-fabricmanager-down", "systemctl"))
     assert states["nvidia-fabricmanager"].active == "failed"
+
+
+def test_nccl_tests_ranks_are_found_in_output_that_mpirun_interleaved() -> None:
+    # mpirun forwards each rank's output as it arrives: rank 9's line landed inside rank 0's header line.
+    rank = "#  Rank {r:2d} Group  0 Pid {p:6d} on {h:>10} device {d:2d} [0x07] NVIDIA A100-SXM4-80GB"
+    text = "\n".join([
+        "# nThread 1 nGpus 1 minBytes 8388608 maxBytes 8388608 step: 2(factor) warmup iters: 5 iters: 20",
+        "# Using dev" + rank.format(r=9, p=41, h="node2", d=1) + "ices",
+        rank.format(r=0, p=40, h="node1", d=0),
+        rank.format(r=0, p=40, h="node1", d=0),  # repeated: still one rank
+        "     8388608       2097152     float     sum      -1    104.2   80.51  150.96      0    104.6   80.20  "
+        "150.37      0",
+        "# Out of bounds values : 0 OK",
+    ])
+    report = nv.nccl_tests(text)
+    assert sorted({(r, h) for r, h, _ in report.ranks}) == [(0, "node1"), (9, "node2")]
+    assert report.rows[0].busbw_out == 150.96 and report.out_of_bounds == 0
