@@ -202,7 +202,7 @@ API_KEYS_FILE_NAME = {Engine.llmrack: "keys", Engine.vllm: "keys.yaml"}
 TLS_DIR = "/etc/llmrack/tls"
 TLS_CERT_FILE = "tls.crt"
 TLS_KEY_FILE = "tls.key"
-# vLLM's cache root (torch.compile's artifacts, ~30-60 s of CPU per rank to rebuild): under /tmp, which a Kubernetes
+# vLLM's cache root (torch.compile's artifacts, a minute or more per rank to rebuild): under /tmp, which a Kubernetes
 # pod keeps on an emptyDir across container restarts; the serving role mounts a node directory here.
 VLLM_CACHE_DIR = "/tmp/vllm-cache"
 
