@@ -135,8 +135,7 @@ def _fabric_nccl(got: Item, data: dict[str, Any], exp: Expectations) -> Outcome:
     busbw = min(last.busbw_out, last.busbw_in)
     wrong = sum(r.wrong or 0 for r in report.rows) + (report.out_of_bounds or 0)
     hosts = sorted({host for _, host, _ in report.ranks})
-    ranks = len({rank for rank, _, _ in report.ranks})
-    detail = (f"nccl-tests all_reduce_perf across {members} ({ranks or data.get('world')} ranks on "
+    detail = (f"nccl-tests all_reduce_perf across {members} ({len(report.ranks) or data.get('world')} ranks on "
               f"{len(hosts) or '?'} hosts{': ' + ' '.join(hosts) if hosts else ''}): {last.bytes >> 20} MiB busbw "
               f"{busbw:g} GB/s"
               f"{f', average {report.avg_busbw:g}' if report.avg_busbw is not None else ''}")

@@ -258,7 +258,7 @@ class NcclReport:
     rows: list[NcclRow]
     out_of_bounds: int | None  # "# Out of bounds values : N OK|FAILED"
     avg_busbw: float | None
-    ranks: list[tuple[int, str, int]]  # "#  Rank R Group G Pid P on HOST device D ...": (rank, host, device)
+    ranks: list[tuple[int, str, int]]  # "#  Rank R Group G Pid P on HOST device D ...": (rank, host, device), once each
 
 
 RANK_LINE = re.compile(r"#\s+Rank\s+(\d+)\s+Group\s+\d+\s+Pid\s+\d+\s+on\s+(\S+)\s+device\s+(\d+)")
@@ -268,13 +268,13 @@ def nccl_tests(text: str) -> NcclReport:
     """The report of an nccl-tests binary (all_reduce_perf ...) as rank 0 prints it: the "Using devices" lines, one
     row per size (size count type redop root time algbw busbw #wrong, out-of-place then in-place), then the
     out-of-bounds count and the average bus bandwidth."""
-    rows, ranks = [], []
+    rows, ranks = [], {}
     for line in text.splitlines():
         # Searched anywhere in the line: mpirun forwards each rank's output as it arrives, and a rank's line can
         # land inside another's that was still being written.
         found = list(RANK_LINE.finditer(line))
         if found:
-            ranks += [(int(m.group(1)), m.group(2), int(m.group(3))) for m in found]
+            ranks.update({int(m.group(1)): (m.group(2), int(m.group(3))) for m in found})
             continue
         cells = line.split()
         if len(cells) == 13 and cells[0].isdigit() and cells[1].isdigit():
@@ -286,4 +286,5 @@ def nccl_tests(text: str) -> NcclReport:
                          "#wrong ...)")
     bounds = re.search(r"Out of bounds values\s*:\s*(\d+)", text)
     avg = re.search(r"Avg bus bandwidth\s*:\s*([0-9.]+)", text)
-    return NcclReport(rows, int(bounds.group(1)) if bounds else None, float(avg.group(1)) if avg else None, ranks)
+    return NcclReport(rows, int(bounds.group(1)) if bounds else None, float(avg.group(1)) if avg else None,
+                      [(rank, host, device) for rank, (host, device) in sorted(ranks.items())])
